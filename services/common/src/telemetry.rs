@@ -1,0 +1,138 @@
+//! Logging and tracing. Every service logs through `tracing`; spans become OpenTelemetry spans,
+//! exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Without an exporter, spans still
+//! get W3C trace ids, so the `correlationId` shown to users is always a real trace id.
+//!
+//! Trace context crosses gRPC in the `traceparent` metadata entry: clients wrap their channel
+//! with [`inject_trace_context`], servers start their request span with [`grpc_server_span`].
+
+use opentelemetry::{
+    global,
+    propagation::{Extractor, Injector},
+    trace::{TraceContextExt, TracerProvider as _},
+};
+use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
+
+/// Flushes spans when dropped (at the end of `main`).
+pub struct TelemetryGuard {
+    provider: SdkTracerProvider,
+}
+
+impl TelemetryGuard {
+    pub fn shutdown(&self) {
+        if let Err(e) = self.provider.force_flush() {
+            eprintln!("telemetry flush failed: {e}");
+        }
+        let _ = self.provider.shutdown();
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        let _ = self.provider.force_flush();
+    }
+}
+
+/// Installs the global subscriber. `RUST_LOG` filters (default `info`); `SWITCHBOARD_LOG_FORMAT=json`
+/// writes JSON lines.
+pub fn init(service_name: &'static str) -> anyhow::Result<TelemetryGuard> {
+    global::set_text_map_propagator(TraceContextPropagator::new());
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service_name)
+        .build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    if std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|v| !v.is_empty()) {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    let provider = builder.build();
+    global::set_tracer_provider(provider.clone());
+    let tracer = provider.tracer(service_name);
+
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("SWITCHBOARD_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_opentelemetry::layer().with_tracer(tracer));
+    let result = if json {
+        registry
+            .with(tracing_subscriber::fmt::layer().json())
+            .try_init()
+    } else {
+        registry.with(tracing_subscriber::fmt::layer()).try_init()
+    };
+    // A second init (tests running several services in one process) keeps the first subscriber.
+    let _ = result;
+    Ok(TelemetryGuard { provider })
+}
+
+/// The trace id of the current span, as 32 hex digits: the `correlationId` users see.
+pub fn current_trace_id() -> String {
+    let cx = tracing::Span::current().context();
+    let id = cx.span().span_context().trace_id();
+    if id == opentelemetry::trace::TraceId::INVALID {
+        // No subscriber with the OpenTelemetry layer (unit tests): still unique per call.
+        return format!("{:032x}", rand_u128());
+    }
+    id.to_string()
+}
+
+fn rand_u128() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default());
+    (h.finish() as u128) << 64 | h.finish() as u128
+}
+
+struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(k), Ok(v)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            value.parse(),
+        ) {
+            self.0.insert(k, v);
+        }
+    }
+}
+
+/// A tonic client interceptor that carries the current span's trace context to the server.
+pub fn inject_trace_context(mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    let cx = tracing::Span::current().context();
+    global::get_text_map_propagator(|p| p.inject_context(&cx, &mut MetadataInjector(req.metadata_mut())));
+    Ok(req)
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// The span of one incoming gRPC request, a child of the caller's trace when it sent one.
+pub fn grpc_server_span<B>(req: &http::Request<B>) -> tracing::Span {
+    let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
+    let span = tracing::info_span!("grpc", rpc = %req.uri().path(), otel.kind = "server");
+    let _ = span.set_parent(parent);
+    span
+}
+
+/// The span of one incoming HTTP request, a child of the caller's trace when it sent one.
+pub fn http_server_span<B>(req: &http::Request<B>) -> tracing::Span {
+    let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
+    let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), otel.kind = "server");
+    let _ = span.set_parent(parent);
+    span
+}
