@@ -1,1 +1,274 @@
-//! placeholder
+//! A stateless gateway node. It terminates Socket.IO (WebSocket and long-polling) for every
+//! mounted dialect, authenticates handshakes, fans events out to every node through the Redis
+//! adapter, serves the integration API, and reaches state only through the services' gRPC APIs.
+//! Any node can die: clients reconnect to another, stored messages are redelivered from the
+//! outbox, and presence expires by TTL.
+
+pub mod auth;
+pub mod background;
+pub mod clients;
+pub mod config;
+pub mod core;
+pub mod dialect;
+pub mod fanout;
+pub mod http;
+pub mod metrics;
+pub mod redis;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use serde_json::Value;
+use socketioxide::{
+    SocketIo,
+    extract::{SocketRef, TryData},
+    handler::ConnectHandler,
+};
+use socketioxide_redis::RedisAdapterCtr;
+use switchboard_proto::presence as pp;
+use tokio::net::TcpListener;
+
+pub use crate::config::Config;
+use crate::{
+    auth::{AuthFailure, Authenticator, Identity},
+    clients::Clients,
+    core::{Core, session_room, user_room},
+    dialect::chat::{self, ChatRender},
+    fanout::{Adapter, Fanout},
+    metrics::Metrics,
+};
+
+/// A socket this node holds, for presence refreshes.
+#[derive(Debug, Clone)]
+struct LocalSocket {
+    namespace: String,
+    user_id: String,
+}
+
+/// Everything a node shares between its sockets, its API and its background tasks.
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub core: Core,
+    pub auth: Authenticator,
+    pub metrics: Arc<Metrics>,
+    pub redis: fred::prelude::Client,
+    draining: AtomicBool,
+    sockets: Mutex<HashMap<String, LocalSocket>>,
+}
+
+/// The contract's refusal: `connect_error` with `message` = the code.
+#[derive(Debug)]
+struct HandshakeRefused(&'static str);
+
+impl std::fmt::Display for HandshakeRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl Gateway {
+    pub fn identity(&self, s: &SocketRef<Adapter>) -> Option<Identity> {
+        s.extensions.get::<Identity>()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    fn socket_ref(&self, namespace: &str, s: &SocketRef<Adapter>, user_id: &str) -> pp::SocketRef {
+        pp::SocketRef { namespace: namespace.to_string(), user_id: user_id.to_string(), socket_id: s.id.to_string() }
+    }
+
+    /// Handshake authentication shared by every dialect.
+    async fn authenticate(&self, s: &SocketRef<Adapter>, auth: Option<Value>) -> Result<Identity, AuthFailure> {
+        let parts = s.req_parts();
+        let auth_token = auth.as_ref().and_then(|a| a.get("token")).and_then(|t| t.as_str());
+        let query_token = parts.uri.query().and_then(|q| {
+            q.split('&').find_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                (k == "token").then(|| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
+            })
+        });
+        let header = |name: ::http::header::HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        self.auth
+            .authenticate(auth_token, query_token.as_deref(), header(::http::header::COOKIE), header(::http::header::ORIGIN))
+            .await
+    }
+
+    /// After a successful handshake: personal and session rooms, presence, bookkeeping.
+    async fn on_connected(self: &Arc<Self>, namespace: &str, s: &SocketRef<Adapter>, identity: &Identity) {
+        s.join(user_room(&identity.user_id));
+        if let Some(sid) = &identity.session_id {
+            s.join(session_room(sid));
+        }
+        self.metrics.connections.inc();
+        self.sockets.lock().expect("socket registry").insert(
+            s.id.to_string(),
+            LocalSocket { namespace: namespace.to_string(), user_id: identity.user_id.clone() },
+        );
+        let req = pp::AddSocketRequest {
+            socket: Some(self.socket_ref(namespace, s, &identity.user_id)),
+            node_id: self.config.node_id.clone(),
+            user_agent: s
+                .req_parts()
+                .headers
+                .get(::http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(256).collect()),
+            ip: None,
+        };
+        let clients = &self.core.clients;
+        if let Err(e) = clients.call("presence", "AddSocket", clients.presence.clone().add_socket(req)).await {
+            tracing::warn!(error = %e, "presence not recorded (the next refresh retries)");
+        }
+        let gw = self.clone();
+        let ns = namespace.to_string();
+        let user = identity.user_id.clone();
+        s.on_disconnect(move |s: SocketRef<Adapter>| async move {
+            gw.metrics.connections.dec();
+            gw.sockets.lock().expect("socket registry").remove(&s.id.to_string());
+            let req = pp::RemoveSocketRequest { socket: Some(gw.socket_ref(&ns, &s, &user)) };
+            let clients = &gw.core.clients;
+            if let Err(e) = clients.call("presence", "RemoveSocket", clients.presence.clone().remove_socket(req)).await {
+                tracing::warn!(error = %e, "presence removal failed (expires by TTL)");
+            }
+        });
+    }
+
+    /// Extends the presence TTL of one socket (on `presence:ping`).
+    pub async fn refresh_presence_of(&self, s: &SocketRef<Adapter>) {
+        let Some(entry) = self.sockets.lock().expect("socket registry").get(&s.id.to_string()).cloned() else {
+            return;
+        };
+        let req = pp::RefreshRequest { sockets: vec![self.socket_ref(&entry.namespace, s, &entry.user_id)] };
+        let clients = &self.core.clients;
+        if let Err(e) = clients.call("presence", "Refresh", clients.presence.clone().refresh(req)).await {
+            tracing::debug!(error = %e, "presence refresh failed");
+        }
+    }
+
+    /// Every socket this node holds, as presence references.
+    fn local_sockets(&self) -> Vec<pp::SocketRef> {
+        self.sockets
+            .lock()
+            .expect("socket registry")
+            .iter()
+            .map(|(id, s)| pp::SocketRef { namespace: s.namespace.clone(), user_id: s.user_id.clone(), socket_id: id.clone() })
+            .collect()
+    }
+}
+
+/// Mounts a dialect's namespace with the shared handshake in front of it.
+async fn mount_chat(gw: &Arc<Gateway>, io: &SocketIo<Adapter>) -> anyhow::Result<()> {
+    let namespace = gw.config.chat_namespace.clone();
+    let auth_gw = gw.clone();
+    let middleware = move |s: SocketRef<Adapter>, TryData(auth): TryData<Value>| {
+        let gw = auth_gw.clone();
+        async move {
+            if gw.is_draining() {
+                return Err(HandshakeRefused("UNAUTHORIZED"));
+            }
+            match gw.authenticate(&s, auth.ok()).await {
+                Ok(identity) => {
+                    s.extensions.insert(identity);
+                    Ok(())
+                }
+                Err(why) => {
+                    tracing::info!(?why, "handshake refused");
+                    gw.metrics.error("UNAUTHORIZED");
+                    Err(HandshakeRefused("UNAUTHORIZED"))
+                }
+            }
+        }
+    };
+    let conn_gw = gw.clone();
+    let ns = namespace.clone();
+    let on_connect = move |s: SocketRef<Adapter>| {
+        let gw = conn_gw.clone();
+        let ns = ns.clone();
+        async move {
+            let Some(identity) = gw.identity(&s) else {
+                let _ = s.disconnect();
+                return;
+            };
+            chat::register(&gw, &s);
+            gw.on_connected(&ns, &s, &identity).await;
+        }
+    };
+    io.ns(namespace, on_connect.with(middleware)).await?;
+    Ok(())
+}
+
+/// Runs a gateway node on `listener` until `shutdown` resolves, then drains: not ready, tell
+/// sockets to reconnect elsewhere, close them, stop.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    if config.admin_token_is_default {
+        tracing::warn!(token = config::DEV_ADMIN_TOKEN, "SWITCHBOARD_ADMIN_TOKEN is unset: using the development admin token");
+    }
+    let metrics = Arc::new(Metrics::new());
+    let redis_client = redis::command_client(&config.redis_url).await?;
+    let subscriber = redis::subscriber_client(&config.redis_url)?;
+    let adapter_config = socketioxide_redis::RedisAdapterConfig::default()
+        .with_prefix(format!("{}socket.io", config.redis_prefix))
+        .with_request_timeout(std::time::Duration::from_secs(2));
+    let adapter = RedisAdapterCtr::new_with_fred_config(subscriber, adapter_config).await?;
+    let (layer, io) = SocketIo::builder()
+        .max_payload(config.max_payload_bytes)
+        .ws_read_buffer_size(config.ws_read_buffer_bytes)
+        .with_adapter::<Adapter>(adapter)
+        .build_layer();
+
+    let chat_render = ChatRender { namespace: config.chat_namespace.clone() };
+    let fanout = Arc::new(Fanout::new(io.clone(), metrics.clone(), Some(chat_render)));
+    let clients = Clients::new(&config, metrics.clone())?;
+    let core = Core::new(clients, fanout, redis_client.clone(), config.clone());
+    let auth = Authenticator::new(&config, redis_client.clone())?;
+    let gw = Arc::new(Gateway {
+        config: config.clone(),
+        core,
+        auth,
+        metrics,
+        redis: redis_client,
+        draining: AtomicBool::new(false),
+        sockets: Mutex::new(HashMap::new()),
+    });
+    mount_chat(&gw, &io).await?;
+
+    let tasks = background::spawn_all(gw.clone()).await?;
+    let app = http::router(gw.clone()).layer(layer);
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, node = %config.node_id, "gateway listening");
+
+    let drain_gw = gw.clone();
+    let drain_io = io.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            drain_gw.draining.store(true, Ordering::Relaxed);
+            tracing::info!("draining: asking clients to reconnect elsewhere");
+            for ns in drain_gw.core.fanout.namespaces() {
+                if let Some(op) = drain_io.of(&ns) {
+                    let _ = op.local().emit("server:draining", &serde_json::json!({ "reconnect": true })).await;
+                }
+            }
+            tokio::time::sleep(drain_gw.config.drain_grace).await;
+            // Closing the transports (not a namespace disconnect) makes clients reconnect.
+            drain_io.close().await;
+        })
+        .await?;
+    for t in tasks {
+        t.abort();
+    }
+    tracing::info!("gateway stopped");
+    Ok(())
+}

@@ -1,0 +1,343 @@
+//! Handshake and HTTP authentication, shared by every dialect.
+//!
+//! Three credentials name a user:
+//! - a JWT (`sub` = user id, `exp` required and enforced, exactly one configured algorithm, so
+//!   `alg: none` and algorithm confusion are refused);
+//! - an opaque session token: the id of a session stored in Redis under `sess:<id>` in
+//!   express-session/connect-redis's JSON form, so an existing Express app's sessions work;
+//! - the express-session signed cookie (`connect.sid=s%3A<id>.<HMAC-SHA256, base64, no '='>`,
+//!   name configurable), accepted only from an allowed `Origin` (a browser always sends one on a
+//!   cross-site WebSocket; a request without `Origin` is not a browser's cross-site request).
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use fred::prelude::{Client, Expiration, KeysInterface};
+use hmac::{Hmac, Mac};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use switchboard_common::time_fmt;
+
+use crate::config::{Config, JwtAlgorithm};
+
+/// Who a socket or request is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: String,
+    /// The session the credential belongs to, when it is a session token or cookie.
+    pub session_id: Option<String>,
+}
+
+/// Why authentication failed (logged; clients see only the contract's code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    Missing,
+    Invalid,
+    Expired,
+    OriginNotAllowed,
+    /// The session store could not be reached.
+    Unavailable,
+}
+
+pub struct Authenticator {
+    algorithm: Algorithm,
+    decoding: DecodingKey,
+    encoding: Option<EncodingKey>,
+    session_secrets: Vec<String>,
+    cookie_name: String,
+    session_prefix: String,
+    session_ttl: Duration,
+    allowed_origins: Vec<String>,
+    redis: Client,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: serde_json::Value,
+}
+
+#[derive(Serialize)]
+struct MintClaims<'a> {
+    sub: &'a str,
+    iat: i64,
+    exp: i64,
+}
+
+/// A freshly created session.
+pub struct NewSession {
+    pub token: String,
+    pub cookie: String,
+    pub expires_at_ms: i64,
+}
+
+impl Authenticator {
+    pub fn new(config: &Config, redis: Client) -> anyhow::Result<Self> {
+        let (algorithm, decoding, encoding) = match config.jwt_algorithm {
+            JwtAlgorithm::Hs256 => (
+                Algorithm::HS256,
+                DecodingKey::from_secret(config.jwt_secret.as_bytes()),
+                Some(EncodingKey::from_secret(config.jwt_secret.as_bytes())),
+            ),
+            JwtAlgorithm::Rs256 => (
+                Algorithm::RS256,
+                DecodingKey::from_rsa_pem(config.jwt_public_key_pem.as_deref().unwrap_or_default().as_bytes())?,
+                config
+                    .jwt_private_key_pem
+                    .as_deref()
+                    .map(|k| EncodingKey::from_rsa_pem(k.as_bytes()))
+                    .transpose()?,
+            ),
+            JwtAlgorithm::Es256 => (
+                Algorithm::ES256,
+                DecodingKey::from_ec_pem(config.jwt_public_key_pem.as_deref().unwrap_or_default().as_bytes())?,
+                config
+                    .jwt_private_key_pem
+                    .as_deref()
+                    .map(|k| EncodingKey::from_ec_pem(k.as_bytes()))
+                    .transpose()?,
+            ),
+        };
+        Ok(Self {
+            algorithm,
+            decoding,
+            encoding,
+            session_secrets: config.session_secrets.clone(),
+            cookie_name: config.session_cookie_name.clone(),
+            session_prefix: config.session_prefix.clone(),
+            session_ttl: config.session_ttl,
+            allowed_origins: config.allowed_origins.clone(),
+            redis,
+        })
+    }
+
+    /// A token from `auth.token`, `?token=` or `Authorization: Bearer`: a JWT when it looks like
+    /// one (three dot-separated parts), else a session token.
+    pub async fn verify_token(&self, token: &str) -> Result<Identity, AuthFailure> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(AuthFailure::Missing);
+        }
+        if token.len() > 8192 {
+            return Err(AuthFailure::Invalid);
+        }
+        if token.split('.').count() == 3 {
+            return self.verify_jwt(token);
+        }
+        self.session_user(token).await
+    }
+
+    pub fn verify_jwt(&self, token: &str) -> Result<Identity, AuthFailure> {
+        let mut validation = Validation::new(self.algorithm);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_exp = true;
+        validation.leeway = 0;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => AuthFailure::Expired,
+            _ => AuthFailure::Invalid,
+        })?;
+        let user_id = match data.claims.sub {
+            serde_json::Value::String(s) if !s.is_empty() && s.len() <= 256 => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => return Err(AuthFailure::Invalid),
+        };
+        Ok(Identity { user_id, session_id: None })
+    }
+
+    /// Signs a JWT for `user_id` (integration API `POST /v1/tokens`).
+    pub fn mint_jwt(&self, user_id: &str, ttl: Duration) -> anyhow::Result<String> {
+        let key = self
+            .encoding
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no JWT signing key configured"))?;
+        let now = time_fmt::now_ms() / 1000;
+        let claims = MintClaims { sub: user_id, iat: now, exp: now + ttl.as_secs() as i64 };
+        Ok(jsonwebtoken::encode(&Header::new(self.algorithm), &claims, key)?)
+    }
+
+    fn session_key(&self, sid: &str) -> String {
+        format!("{}{}", self.session_prefix, sid)
+    }
+
+    /// The user of a stored session.
+    pub async fn session_user(&self, sid: &str) -> Result<Identity, AuthFailure> {
+        if sid.is_empty() || sid.len() > 256 {
+            return Err(AuthFailure::Invalid);
+        }
+        let raw: Option<String> = self
+            .redis
+            .get(self.session_key(sid))
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "session store unreachable");
+                AuthFailure::Unavailable
+            })?;
+        let raw = raw.ok_or(AuthFailure::Invalid)?;
+        let value: serde_json::Value = serde_json::from_str(&raw).map_err(|_| AuthFailure::Invalid)?;
+        if let Some(expires) = value.pointer("/cookie/expires").and_then(|v| v.as_str())
+            && time_fmt::parse_iso_ms(expires).is_some_and(|t| t <= time_fmt::now_ms())
+        {
+            return Err(AuthFailure::Expired);
+        }
+        let user = ["/userId", "/user_id", "/user/id", "/passport/user"]
+            .iter()
+            .find_map(|p| value.pointer(p))
+            .and_then(|v| match v {
+                serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .ok_or(AuthFailure::Invalid)?;
+        Ok(Identity { user_id: user, session_id: Some(sid.to_string()) })
+    }
+
+    /// Creates a session for `user_id` in the store, in express-session's JSON form.
+    pub async fn create_session(&self, user_id: &str, ttl: Option<Duration>) -> anyhow::Result<NewSession> {
+        let ttl = ttl.unwrap_or(self.session_ttl);
+        let sid = random_session_id();
+        let expires_at_ms = time_fmt::now_ms() + ttl.as_millis() as i64;
+        let body = serde_json::json!({
+            "cookie": {
+                "originalMaxAge": ttl.as_millis() as u64,
+                "expires": time_fmt::iso_ms(expires_at_ms),
+                "httpOnly": true,
+                "path": "/",
+            },
+            "userId": user_id,
+        });
+        let _: () = self
+            .redis
+            .set(
+                self.session_key(&sid),
+                body.to_string(),
+                Some(Expiration::PX(ttl.as_millis().max(1) as i64)),
+                None,
+                false,
+            )
+            .await?;
+        let cookie = format!("{}={}", self.cookie_name, self.signed_cookie_value(&sid));
+        Ok(NewSession { token: sid, cookie, expires_at_ms })
+    }
+
+    /// Deletes a session; answers whether it existed.
+    pub async fn revoke_session(&self, sid: &str) -> anyhow::Result<bool> {
+        let n: i64 = self.redis.del(self.session_key(sid)).await?;
+        Ok(n > 0)
+    }
+
+    /// `s%3A<sid>.<sig>`: express-session's cookie value, URL-encoded as the `cookie` package does.
+    pub fn signed_cookie_value(&self, sid: &str) -> String {
+        let signed = format!("s:{sid}.{}", sign(&self.session_secrets[0], sid));
+        utf8_percent_encode(&signed, COOKIE_ENCODE).to_string()
+    }
+
+    /// The session id of a valid signed cookie value (`s:<sid>.<sig>`, URL-encoded or not).
+    pub fn unsign_cookie(&self, value: &str) -> Option<String> {
+        let decoded = percent_decode_str(value).decode_utf8().ok()?;
+        let rest = decoded.strip_prefix("s:")?;
+        let (sid, sig) = rest.rsplit_once('.')?;
+        let sig = base64::engine::general_purpose::STANDARD_NO_PAD.decode(sig.trim_end_matches('=')).ok()?;
+        self.session_secrets.iter().any(|secret| {
+            let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+            mac.update(sid.as_bytes());
+            mac.verify_slice(&sig).is_ok()
+        })
+        .then(|| sid.to_string())
+    }
+
+    /// Authenticates from a `Cookie` header, checking `Origin` against the allow-list.
+    pub async fn verify_cookie(&self, cookie_header: Option<&str>, origin: Option<&str>) -> Result<Identity, AuthFailure> {
+        let value = cookie_header
+            .and_then(|h| find_cookie(h, &self.cookie_name))
+            .ok_or(AuthFailure::Missing)?;
+        if let Some(origin) = origin
+            && !self.allowed_origins.iter().any(|o| o == origin)
+        {
+            return Err(AuthFailure::OriginNotAllowed);
+        }
+        let sid = self.unsign_cookie(value).ok_or(AuthFailure::Invalid)?;
+        self.session_user(&sid).await
+    }
+
+    /// The handshake rule shared by every dialect: `auth.token`, then `?token=`, then the cookie.
+    pub async fn authenticate(
+        &self,
+        auth_token: Option<&str>,
+        query_token: Option<&str>,
+        cookie_header: Option<&str>,
+        origin: Option<&str>,
+    ) -> Result<Identity, AuthFailure> {
+        if let Some(t) = auth_token.filter(|t| !t.is_empty()) {
+            return self.verify_token(t).await;
+        }
+        if let Some(t) = query_token.filter(|t| !t.is_empty()) {
+            return self.verify_token(t).await;
+        }
+        self.verify_cookie(cookie_header, origin).await
+    }
+}
+
+/// What `encodeURIComponent` leaves alone, as the `cookie` package encodes values.
+const COOKIE_ENCODE: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'!')
+    .remove(b'~')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')');
+
+fn sign(secret: &str, sid: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(sid.as_bytes());
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+fn find_cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header.split(';').find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        (k.trim() == name).then(|| v.trim().trim_matches('"'))
+    })
+}
+
+/// 32 random bytes, URL-safe base64: as unguessable as express-session's uid-safe ids.
+fn random_session_id() -> String {
+    let bytes: [u8; 24] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Constant-time equality for secrets such as the admin token.
+pub fn secrets_equal(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn express_session_signature_matches_cookie_signature() {
+        // cookie-signature's own test vector: sign('hello', 'tobiiscool').
+        assert_eq!(sign("tobiiscool", "hello"), "DGDUkGlIkCzPz+C0B064FNgHdEjox7ch8tOBGslZ5QI");
+    }
+
+    #[test]
+    fn finds_cookie_among_others() {
+        assert_eq!(find_cookie("a=1; connect.sid=s%3Ax.y; b=2", "connect.sid"), Some("s%3Ax.y"));
+        assert_eq!(find_cookie("a=1", "connect.sid"), None);
+    }
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(secrets_equal("abc", "abc"));
+        assert!(!secrets_equal("abc", "abd"));
+        assert!(!secrets_equal("abc", "abcd"));
+    }
+}

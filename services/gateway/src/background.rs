@@ -1,0 +1,150 @@
+//! A node's background work: the outbox sweeper (stored events whose broadcast was never
+//! confirmed, e.g. because their node died, are broadcast by another node), presence refreshes
+//! of this node's sockets, and delivery of presence/typing transitions published by the
+//! presence service.
+
+use std::sync::Arc;
+
+use fred::prelude::{ClientLike, EventInterface, PubsubInterface};
+use serde::Deserialize;
+use switchboard_proto::{messages as pmsg, presence as pp};
+use tokio::task::JoinHandle;
+
+use crate::{
+    Gateway,
+    core::{Message, MessageEvent, RoomKey},
+};
+
+pub async fn spawn_all(gw: Arc<Gateway>) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let events = subscribe_presence_events(gw.clone()).await?;
+    Ok(vec![
+        tokio::spawn(outbox_sweeper(gw.clone())),
+        tokio::spawn(presence_refresher(gw.clone())),
+        events,
+    ])
+}
+
+/// Claims outbox entries older than the redelivery delay (leased, so one node takes each),
+/// broadcasts them and confirms. Duplicated broadcasts are possible only when a node dies
+/// between broadcasting and confirming; receivers deduplicate by message id.
+async fn outbox_sweeper(gw: Arc<Gateway>) {
+    let mut tick = tokio::time::interval(gw.config.outbox_sweep_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let clients = &gw.core.clients;
+        let req = pmsg::ClaimUndeliveredRequest {
+            older_than_ms: gw.config.outbox_redeliver_after.as_millis() as i64,
+            limit: 200,
+            lease_ms: 10_000,
+        };
+        let events = match clients.call("messages", "ClaimUndelivered", clients.messages.clone().claim_undelivered(req)).await {
+            Ok(r) => r.events,
+            Err(e) => {
+                tracing::debug!(error = %e, "outbox sweep skipped");
+                continue;
+            }
+        };
+        let mut delivered = Vec::new();
+        for ev in events {
+            let (Some(kind), Ok(message)) = (MessageEvent::parse(&ev.event), Message::try_from(ev.message)) else {
+                tracing::warn!(outbox_id = ev.outbox_id, "unreadable outbox entry");
+                continue;
+            };
+            if gw.core.fanout.message(kind, &message).await {
+                gw.metrics.redelivered.inc();
+                delivered.push(ev.outbox_id);
+            }
+        }
+        if !delivered.is_empty() {
+            let n = delivered.len();
+            let req = pmsg::MarkDeliveredRequest { outbox_ids: delivered };
+            match clients.call("messages", "MarkDelivered", clients.messages.clone().mark_delivered(req)).await {
+                Ok(_) => tracing::info!(count = n, "redelivered stored events"),
+                Err(e) => tracing::warn!(error = %e, "could not confirm redelivery"),
+            }
+        }
+    }
+}
+
+/// Keeps this node's sockets alive in the presence service; a dead node's expire by TTL.
+async fn presence_refresher(gw: Arc<Gateway>) {
+    let mut tick = tokio::time::interval(gw.config.presence_refresh);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let sockets = gw.local_sockets();
+        for chunk in sockets.chunks(1000) {
+            let req = pp::RefreshRequest { sockets: chunk.to_vec() };
+            let clients = &gw.core.clients;
+            if let Err(e) = clients.call("presence", "Refresh", clients.presence.clone().refresh(req)).await {
+                tracing::warn!(error = %e, "presence refresh failed");
+            }
+        }
+    }
+}
+
+/// A transition published by the presence service on `<prefix>presence:events`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+enum PresenceEvent {
+    #[serde(rename = "presence", rename_all = "camelCase")]
+    Presence { namespace: String, user_id: String, status: String, at_ms: i64 },
+    #[serde(rename = "typing", rename_all = "camelCase")]
+    Typing { namespace: String, room_kind: String, room_id: String, user_id: String, typing: bool },
+}
+
+/// Every node receives every transition and emits it to its own sockets only.
+async fn subscribe_presence_events(gw: Arc<Gateway>) -> anyhow::Result<JoinHandle<()>> {
+    let channel = format!("{}presence:events", gw.config.redis_prefix);
+    let subscriber = crate::redis::subscriber_client(&gw.config.redis_url)?;
+    subscriber.init().await?;
+    let mut rx = subscriber.message_rx();
+    subscriber.subscribe(channel.clone()).await?;
+    Ok(tokio::spawn(async move {
+        // Keep the client alive (and resubscribing) as long as the task runs.
+        let _subscriber = subscriber;
+        loop {
+            let msg = match rx.recv().await {
+                Ok(m) => m,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(lost = n, "presence events lagged");
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            let Some(text) = msg.value.as_str() else { continue };
+            let event = match serde_json::from_str::<PresenceEvent>(&text) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable presence event");
+                    continue;
+                }
+            };
+            let gw = gw.clone();
+            tokio::spawn(async move { deliver(&gw, event).await });
+        }
+    }))
+}
+
+async fn deliver(gw: &Gateway, event: PresenceEvent) {
+    match event {
+        PresenceEvent::Presence { namespace, user_id, status, at_ms } => {
+            if !gw.core.fanout.namespaces().contains(&namespace) {
+                return;
+            }
+            let contacts = match gw.core.contacts(&user_id).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "presence not delivered: contacts unavailable");
+                    return;
+                }
+            };
+            gw.core.fanout.presence(&namespace, &user_id, status == "online", at_ms, &contacts).await;
+        }
+        PresenceEvent::Typing { namespace, room_kind, room_id, user_id, typing } => {
+            let room = RoomKey::new(room_kind, room_id);
+            gw.core.fanout.typing(&namespace, &room, &user_id, typing, true).await;
+        }
+    }
+}

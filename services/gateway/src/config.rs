@@ -1,0 +1,157 @@
+//! Gateway configuration: defaults, then `SWITCHBOARD_*` environment variables, validated at
+//! start-up.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use switchboard_common::config::{ensure, env_opt, env_or};
+
+/// The development admin token used when `SWITCHBOARD_ADMIN_TOKEN` is unset (printed loudly).
+pub const DEV_ADMIN_TOKEN: &str = "dev-admin-token";
+const DEV_JWT_SECRET: &str = "switchboard-dev-jwt-secret";
+const DEV_SESSION_SECRET: &str = "switchboard-dev-session-secret";
+
+/// Which algorithm verifies JWTs. Exactly one is accepted, so a token cannot pick its own
+/// (no `alg: none`, no HS256-with-the-public-key confusion).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    Hs256,
+    Rs256,
+    Es256,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's name in logs, presence entries and metrics.
+    pub node_id: String,
+    pub membership_url: String,
+    pub messages_url: String,
+    pub presence_url: String,
+    pub redis_url: String,
+    /// Prefix of every Redis key and channel this gateway owns (not of session keys).
+    pub redis_prefix: String,
+    pub admin_token: String,
+    /// True when `admin_token` is the development default.
+    pub admin_token_is_default: bool,
+    pub jwt_algorithm: JwtAlgorithm,
+    /// HS256 shared key.
+    pub jwt_secret: String,
+    /// RS256/ES256: PEM public key (verification) and optional PEM private key (for `POST /v1/tokens`).
+    pub jwt_public_key_pem: Option<String>,
+    pub jwt_private_key_pem: Option<String>,
+    /// Secrets of the express-session signed cookie; the first signs, every one verifies (rotation).
+    pub session_secrets: Vec<String>,
+    pub session_cookie_name: String,
+    /// Redis key prefix of sessions; `sess:` is connect-redis's default, so an Express app's
+    /// sessions can be shared.
+    pub session_prefix: String,
+    pub session_ttl: Duration,
+    /// Origins allowed to authenticate with a cookie. Empty: cookie auth only without an Origin.
+    pub allowed_origins: Vec<String>,
+    pub presence_refresh: Duration,
+    pub outbox_redeliver_after: Duration,
+    pub outbox_sweep_interval: Duration,
+    /// The namespace the `chat` dialect is mounted on.
+    pub chat_namespace: String,
+    pub chat_rate_limit: u32,
+    pub chat_rate_window: Duration,
+    pub chat_typing_ttl: Duration,
+    pub max_rooms_per_socket: usize,
+    /// Hard cap of one Engine.IO packet; dialects enforce their own, smaller, limits below it.
+    pub max_payload_bytes: u64,
+    /// WebSocket read buffer per connection (memory per idle connection).
+    pub ws_read_buffer_bytes: usize,
+    /// How long shutdown waits after telling clients to reconnect elsewhere.
+    pub drain_grace: Duration,
+    pub grpc_timeout: Duration,
+}
+
+fn ms(name: &str, default: u64) -> anyhow::Result<Duration> {
+    Ok(Duration::from_millis(env_or(name, default)?))
+}
+
+impl Config {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let admin_token: Option<String> = env_opt("ADMIN_TOKEN")?;
+        let jwt_algorithm = match env_or("JWT_ALGORITHM", "HS256".to_string())?.to_ascii_uppercase().as_str() {
+            "HS256" => JwtAlgorithm::Hs256,
+            "RS256" => JwtAlgorithm::Rs256,
+            "ES256" => JwtAlgorithm::Es256,
+            other => anyhow::bail!("SWITCHBOARD_JWT_ALGORITHM={other:?}: expected HS256, RS256 or ES256"),
+        };
+        let read_pem = |name: &str| -> anyhow::Result<Option<String>> {
+            match env_opt::<String>(name)? {
+                Some(path) => Ok(Some(
+                    std::fs::read_to_string(&path).with_context(|| format!("SWITCHBOARD_{name}={path}"))?,
+                )),
+                None => Ok(None),
+            }
+        };
+        let list = |s: String| -> Vec<String> {
+            s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect()
+        };
+        let default_node = format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "gateway".into()),
+            std::process::id()
+        );
+        let config = Config {
+            node_id: env_or("NODE_ID", default_node)?,
+            membership_url: env_or("MEMBERSHIP_URL", "http://127.0.0.1:50051".to_string())?,
+            messages_url: env_or("MESSAGES_URL", "http://127.0.0.1:50052".to_string())?,
+            presence_url: env_or("PRESENCE_URL", "http://127.0.0.1:50053".to_string())?,
+            redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379".to_string())?,
+            redis_prefix: env_or("REDIS_PREFIX", "switchboard:".to_string())?,
+            admin_token_is_default: admin_token.is_none(),
+            admin_token: admin_token.unwrap_or_else(|| DEV_ADMIN_TOKEN.to_string()),
+            jwt_algorithm,
+            jwt_secret: env_or("JWT_SECRET", DEV_JWT_SECRET.to_string())?,
+            jwt_public_key_pem: read_pem("JWT_PUBLIC_KEY_FILE")?,
+            jwt_private_key_pem: read_pem("JWT_PRIVATE_KEY_FILE")?,
+            session_secrets: list(env_or("SESSION_SECRET", DEV_SESSION_SECRET.to_string())?),
+            session_cookie_name: env_or("SESSION_COOKIE", "connect.sid".to_string())?,
+            session_prefix: env_or("SESSION_PREFIX", "sess:".to_string())?,
+            session_ttl: Duration::from_secs(env_or("SESSION_TTL_SECONDS", 86_400)?),
+            allowed_origins: list(env_or(
+                "ALLOWED_ORIGINS",
+                "http://localhost:3000,http://127.0.0.1:3000".to_string(),
+            )?),
+            presence_refresh: ms("PRESENCE_REFRESH_MS", 10_000)?,
+            outbox_redeliver_after: ms("OUTBOX_REDELIVER_AFTER_MS", 3_000)?,
+            outbox_sweep_interval: ms("OUTBOX_SWEEP_MS", 1_000)?,
+            chat_namespace: env_or("CHAT_NAMESPACE", "/".to_string())?,
+            chat_rate_limit: env_or("CHAT_RATE_LIMIT", 10)?,
+            chat_rate_window: ms("CHAT_RATE_WINDOW_MS", 10_000)?,
+            chat_typing_ttl: ms("CHAT_TYPING_TTL_MS", 3_000)?,
+            max_rooms_per_socket: env_or("MAX_ROOMS_PER_SOCKET", 200)?,
+            max_payload_bytes: env_or("MAX_PAYLOAD_BYTES", 1_048_576)?,
+            ws_read_buffer_bytes: env_or("WS_READ_BUFFER_BYTES", 4_096)?,
+            drain_grace: ms("DRAIN_GRACE_MS", 1_000)?,
+            grpc_timeout: ms("GRPC_TIMEOUT_MS", 5_000)?,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        ensure(!self.admin_token.is_empty(), "SWITCHBOARD_ADMIN_TOKEN must not be empty")?;
+        ensure(!self.session_secrets.is_empty(), "SWITCHBOARD_SESSION_SECRET must not be empty")?;
+        ensure(self.chat_namespace.starts_with('/'), "SWITCHBOARD_CHAT_NAMESPACE must start with '/'")?;
+        ensure(self.chat_rate_limit > 0, "SWITCHBOARD_CHAT_RATE_LIMIT must be positive")?;
+        ensure(!self.chat_rate_window.is_zero(), "SWITCHBOARD_CHAT_RATE_WINDOW_MS must be positive")?;
+        ensure(!self.presence_refresh.is_zero(), "SWITCHBOARD_PRESENCE_REFRESH_MS must be positive")?;
+        ensure(self.max_payload_bytes >= 1024, "SWITCHBOARD_MAX_PAYLOAD_BYTES must be at least 1024")?;
+        ensure(self.max_rooms_per_socket > 0, "SWITCHBOARD_MAX_ROOMS_PER_SOCKET must be positive")?;
+        match self.jwt_algorithm {
+            JwtAlgorithm::Hs256 => ensure(self.jwt_secret.len() >= 8, "SWITCHBOARD_JWT_SECRET must have at least 8 bytes")?,
+            _ => ensure(
+                self.jwt_public_key_pem.is_some(),
+                "RS256/ES256 need SWITCHBOARD_JWT_PUBLIC_KEY_FILE",
+            )?,
+        }
+        for o in &self.allowed_origins {
+            ensure(o.starts_with("http://") || o.starts_with("https://"), format!("origin {o:?} must start with http:// or https://"))?;
+        }
+        Ok(())
+    }
+}

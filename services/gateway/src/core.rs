@@ -1,0 +1,463 @@
+//! The core every dialect and the integration API share: rooms, permissions, messages, read
+//! cursors, typing and the rate limit, as commands over the services' gRPC APIs. Business rules
+//! live here (or in the services); dialects only parse and render.
+
+use std::sync::Arc;
+
+use fred::{prelude::Client, types::scripts::Script};
+use switchboard_common::{DomainError, ErrorCode};
+use switchboard_proto::{common as pc, membership as pm, messages as pmsg, presence as pp};
+
+use crate::{clients::Clients, config::Config, fanout::Fanout};
+
+/// A room: its kind and the application's id for it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RoomKey {
+    pub kind: String,
+    pub id: String,
+}
+
+impl RoomKey {
+    pub fn new(kind: impl Into<String>, id: impl Into<String>) -> Self {
+        Self { kind: kind.into(), id: id.into() }
+    }
+    /// The Socket.IO room of this room, the same in every dialect: `<kind>:<id>`.
+    pub fn socket_room(&self) -> String {
+        format!("{}:{}", self.kind, self.id)
+    }
+    pub fn to_proto(&self) -> pc::RoomRef {
+        pc::RoomRef { kind: self.kind.clone(), id: self.id.clone() }
+    }
+}
+
+impl TryFrom<Option<pc::RoomRef>> for RoomKey {
+    type Error = DomainError;
+    fn try_from(r: Option<pc::RoomRef>) -> Result<Self, DomainError> {
+        let r = r.ok_or_else(|| DomainError::internal("service answered without a room"))?;
+        Ok(RoomKey { kind: r.kind, id: r.id })
+    }
+}
+
+/// The personal room of a user.
+pub fn user_room(user_id: &str) -> String {
+    format!("user:{user_id}")
+}
+
+/// The room every socket of one session joins, so revoking the session reaches them.
+pub fn session_room(session_id: &str) -> String {
+    format!("session:{session_id}")
+}
+
+/// Permissions named in the membership service's role table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Join,
+    Send,
+    Read,
+    Typing,
+    History,
+    Moderate,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Join => "join",
+            Action::Send => "send",
+            Action::Read => "read",
+            Action::Typing => "typing",
+            Action::History => "history",
+            Action::Moderate => "moderate",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageEvent {
+    New,
+    Edited,
+    Deleted,
+}
+
+impl MessageEvent {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "new" => Some(Self::New),
+            "edited" => Some(Self::Edited),
+            "deleted" => Some(Self::Deleted),
+            _ => None,
+        }
+    }
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub id: i64,
+    pub room: RoomKey,
+    pub seq: i64,
+    pub sender_id: String,
+    pub kind: String,
+    pub content: String,
+    pub file_id: Option<i64>,
+    pub file_name: Option<String>,
+    pub file_size: Option<i64>,
+    pub mime_type: Option<String>,
+    pub reply_to_id: Option<i64>,
+    pub client_id: Option<String>,
+    pub created_at_ms: i64,
+    pub edited_at_ms: Option<i64>,
+    pub deleted_at_ms: Option<i64>,
+}
+
+impl TryFrom<Option<pmsg::Message>> for Message {
+    type Error = DomainError;
+    fn try_from(m: Option<pmsg::Message>) -> Result<Self, DomainError> {
+        let m = m.ok_or_else(|| DomainError::internal("service answered without a message"))?;
+        Message::try_from(m)
+    }
+}
+
+impl TryFrom<pmsg::Message> for Message {
+    type Error = DomainError;
+    fn try_from(m: pmsg::Message) -> Result<Self, DomainError> {
+        Ok(Message {
+            id: m.id,
+            room: RoomKey::try_from(m.room)?,
+            seq: m.seq,
+            sender_id: m.sender_id,
+            kind: m.r#type,
+            content: m.content,
+            file_id: m.file_id,
+            file_name: m.file_name,
+            file_size: m.file_size,
+            mime_type: m.mime_type,
+            reply_to_id: m.reply_to_id,
+            client_id: m.client_id,
+            created_at_ms: m.created_at_ms,
+            edited_at_ms: m.edited_at_ms,
+            deleted_at_ms: m.deleted_at_ms,
+        })
+    }
+}
+
+/// A room with its direct members (oldest grant first).
+#[derive(Debug, Clone)]
+pub struct RoomInfo {
+    pub room: RoomKey,
+    pub parent: Option<RoomKey>,
+    pub title: Option<String>,
+    pub kind_type: Option<String>,
+    pub created_by: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub members: Vec<Member>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub user_id: String,
+    pub role: String,
+    pub granted_at_ms: i64,
+}
+
+impl TryFrom<pm::RoomDetail> for RoomInfo {
+    type Error = DomainError;
+    fn try_from(d: pm::RoomDetail) -> Result<Self, DomainError> {
+        let r = d.room.ok_or_else(|| DomainError::internal("room detail without room"))?;
+        Ok(RoomInfo {
+            room: RoomKey::try_from(r.room)?,
+            parent: r.parent.map(|p| RoomKey { kind: p.kind, id: p.id }),
+            title: r.title,
+            kind_type: r.r#type,
+            created_by: r.created_by,
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+            members: d
+                .members
+                .into_iter()
+                .map(|m| Member { user_id: m.user_id, role: m.role, granted_at_ms: m.granted_at_ms })
+                .collect(),
+        })
+    }
+}
+
+impl RoomInfo {
+    /// `createdBy`, falling back to the earliest-granted current member.
+    pub fn creator(&self) -> Option<&str> {
+        self.created_by
+            .as_deref()
+            .or_else(|| self.members.first().map(|m| m.user_id.as_str()))
+    }
+}
+
+/// What a client asked to send.
+#[derive(Debug, Clone)]
+pub struct SendCommand {
+    pub room: RoomKey,
+    pub sender_id: String,
+    pub kind: String,
+    pub content: String,
+    pub client_id: Option<String>,
+    pub reply_to_id: Option<i64>,
+}
+
+/// A sliding-window limit: `limit` sends per `window` per user, across the cluster.
+#[derive(Debug, Clone)]
+pub struct RateRule {
+    /// Which window (one per dialect).
+    pub name: &'static str,
+    pub limit: u32,
+    pub window_ms: u64,
+}
+
+/// The result of a send.
+pub struct Sent {
+    pub message: Message,
+    /// False for an idempotent repeat (nothing broadcast).
+    pub created: bool,
+}
+
+pub struct ReadResult {
+    pub moved: bool,
+    pub message_id: i64,
+    pub read_at_ms: i64,
+}
+
+pub struct HistoryPage {
+    pub messages: Vec<Message>,
+    pub has_more: bool,
+}
+
+/// Sliding window in one atomic step, on Redis's clock so nodes with skewed clocks agree. The
+/// members are the sends' (room, clientId): an idempotent repeat is already a member, so it is
+/// let through without spending budget.
+const RATE_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) then return 1 end
+if redis.call('ZCARD', KEYS[1]) >= limit then return 0 end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], window)
+return 1
+"#;
+
+pub struct Core {
+    pub clients: Clients,
+    pub fanout: Arc<Fanout>,
+    redis: Client,
+    rate_script: Script,
+    config: Arc<Config>,
+}
+
+impl Core {
+    pub fn new(clients: Clients, fanout: Arc<Fanout>, redis: Client, config: Arc<Config>) -> Self {
+        Self { clients, fanout, redis, rate_script: Script::from_lua(RATE_LUA), config }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub async fn authorize(&self, user_id: &str, room: &RoomKey, action: Action) -> Result<pm::AuthorizeResponse, DomainError> {
+        let req = pm::AuthorizeRequest {
+            user_id: user_id.to_string(),
+            room: Some(room.to_proto()),
+            action: action.as_str().to_string(),
+        };
+        self.clients
+            .call("membership", "Authorize", self.clients.membership.clone().authorize(req))
+            .await
+    }
+
+    /// Fails with FORBIDDEN unless allowed. A room that does not exist is FORBIDDEN too:
+    /// existence is not revealed to users.
+    pub async fn require(&self, user_id: &str, room: &RoomKey, action: Action) -> Result<(), DomainError> {
+        let decision = self.authorize(user_id, room, action).await?;
+        if decision.room_exists && decision.allowed {
+            Ok(())
+        } else {
+            Err(DomainError::forbidden())
+        }
+    }
+
+    /// Sends a message on behalf of `cmd.sender_id`: permission, rate window (when a rule is
+    /// given: sockets have one, the integration API does not), store, broadcast, confirm.
+    pub async fn send(&self, cmd: SendCommand, rate: Option<&RateRule>) -> Result<Sent, DomainError> {
+        self.require(&cmd.sender_id, &cmd.room, Action::Send).await?;
+        if let Some(rule) = rate {
+            let member = format!(
+                "{}\u{1f}{}",
+                cmd.room.socket_room(),
+                cmd.client_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+            );
+            self.check_rate(rule, &cmd.sender_id, &member).await?;
+        }
+        let req = pmsg::SendRequest {
+            room: Some(cmd.room.to_proto()),
+            sender_id: cmd.sender_id,
+            r#type: cmd.kind,
+            content: cmd.content,
+            client_id: cmd.client_id,
+            reply_to_id: cmd.reply_to_id,
+            file_id: None,
+            file_name: None,
+            file_size: None,
+            mime_type: None,
+        };
+        let resp = self
+            .clients
+            .call("messages", "Send", self.clients.messages.clone().send(req))
+            .await?;
+        let message = Message::try_from(resp.message)?;
+        if resp.created {
+            self.broadcast_and_confirm(MessageEvent::New, &message, resp.outbox_id).await;
+        }
+        Ok(Sent { message, created: resp.created })
+    }
+
+    /// Broadcasts a stored event, then removes its outbox entry. When the broadcast fails (Redis
+    /// away) the entry stays and a sweeper on some node delivers it later.
+    pub async fn broadcast_and_confirm(&self, event: MessageEvent, message: &Message, outbox_id: i64) {
+        if self.fanout.message(event, message).await && outbox_id > 0 {
+            let req = pmsg::MarkDeliveredRequest { outbox_ids: vec![outbox_id] };
+            if let Err(e) = self
+                .clients
+                .call("messages", "MarkDelivered", self.clients.messages.clone().mark_delivered(req))
+                .await
+            {
+                // Harmless: the sweeper will broadcast it once more.
+                tracing::warn!(error = %e, outbox_id, "could not confirm delivery");
+            }
+        }
+    }
+
+    async fn check_rate(&self, rule: &RateRule, user_id: &str, member: &str) -> Result<(), DomainError> {
+        let key = format!("{}rate:{}:{}", self.config.redis_prefix, rule.name, user_id);
+        let allowed: i64 = self
+            .rate_script
+            .evalsha_with_reload(&self.redis, key, vec![rule.window_ms.to_string(), rule.limit.to_string(), member.to_string()])
+            .await
+            .map_err(DomainError::unavailable)?;
+        if allowed == 1 {
+            Ok(())
+        } else {
+            Err(DomainError::of(ErrorCode::RateLimited))
+        }
+    }
+
+    /// Edits (or soft-deletes, when `content` is None) a message as `actor_id`: its sender, or
+    /// anyone who may moderate the room.
+    pub async fn edit(&self, room: &RoomKey, message_id: i64, actor_id: &str, content: Option<String>, edit_window_ms: i64) -> Result<Message, DomainError> {
+        let moderate = self.authorize(actor_id, room, Action::Moderate).await?;
+        if !moderate.room_exists {
+            return Err(DomainError::not_found("Room not found"));
+        }
+        let (message, event) = match content {
+            Some(content) => {
+                let req = pmsg::EditRequest {
+                    room: Some(room.to_proto()),
+                    message_id,
+                    content,
+                    actor_id: actor_id.to_string(),
+                    actor_may_moderate: moderate.allowed,
+                    edit_window_ms,
+                };
+                let m = self.clients.call("messages", "Edit", self.clients.messages.clone().edit(req)).await?;
+                (m, MessageEvent::Edited)
+            }
+            None => {
+                let req = pmsg::DeleteRequest {
+                    room: Some(room.to_proto()),
+                    message_id,
+                    actor_id: actor_id.to_string(),
+                    actor_may_moderate: moderate.allowed,
+                    edit_window_ms,
+                };
+                let m = self.clients.call("messages", "Delete", self.clients.messages.clone().delete(req)).await?;
+                (m, MessageEvent::Deleted)
+            }
+        };
+        let message = Message::try_from(message)?;
+        // Edits and deletes are in the outbox too; the sweeper confirms them after broadcasting.
+        self.fanout.message(event, &message).await;
+        Ok(message)
+    }
+
+    /// Moves the user's read cursor forward (never back).
+    /// `message_id` None: the client named no valid id, so no message of the room (NOT_FOUND).
+    pub async fn mark_read(&self, user_id: &str, room: &RoomKey, message_id: Option<i64>) -> Result<ReadResult, DomainError> {
+        self.require(user_id, room, Action::Read).await?;
+        let message_id = message_id.ok_or_else(|| DomainError::not_found("Message not found"))?;
+        let req = pmsg::MarkReadRequest { room: Some(room.to_proto()), user_id: user_id.to_string(), message_id };
+        let r = self.clients.call("messages", "MarkRead", self.clients.messages.clone().mark_read(req)).await?;
+        Ok(ReadResult { moved: r.moved, message_id: r.message_id, read_at_ms: r.read_at_ms })
+    }
+
+    /// A page of history. `user_id` None: the admin, who may read any existing room.
+    pub async fn history(&self, user_id: Option<&str>, room: &RoomKey, before: Option<i64>, after: Option<i64>, limit: u32) -> Result<HistoryPage, DomainError> {
+        if !(1..=100).contains(&limit) {
+            return Err(DomainError::validation("limit must be between 1 and 100"));
+        }
+        if before.is_some() && after.is_some() {
+            return Err(DomainError::validation("use either before or after"));
+        }
+        match user_id {
+            Some(user) => self.require(user, room, Action::History).await?,
+            // The admin may read any room that exists.
+            None => {
+                self.room(room).await?;
+            }
+        }
+        let req = pmsg::HistoryRequest { room: Some(room.to_proto()), before, after, limit };
+        let r = self.clients.call("messages", "History", self.clients.messages.clone().history(req)).await?;
+        let messages = r.messages.into_iter().map(Message::try_from).collect::<Result<_, _>>()?;
+        Ok(HistoryPage { messages, has_more: r.has_more })
+    }
+
+    /// Read cursors of the room's current members.
+    pub async fn receipts(&self, user_id: &str, room: &RoomKey) -> Result<Vec<pmsg::Receipt>, DomainError> {
+        self.require(user_id, room, Action::Read).await?;
+        let info = self.room(room).await?;
+        let user_ids = info.members.iter().map(|m| m.user_id.clone()).collect::<Vec<_>>();
+        if user_ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let req = pmsg::ListReceiptsRequest { room: Some(room.to_proto()), user_ids };
+        let r = self.clients.call("messages", "ListReceipts", self.clients.messages.clone().list_receipts(req)).await?;
+        Ok(r.receipts)
+    }
+
+    pub async fn room(&self, room: &RoomKey) -> Result<RoomInfo, DomainError> {
+        let d = self.clients.call("membership", "GetRoom", self.clients.membership.clone().get_room(room.to_proto())).await?;
+        RoomInfo::try_from(d)
+    }
+
+    /// Starts or stops typing. Answers whether anything changed (a repeated start does not);
+    /// a user who may not type in the room is ignored (Ok(false)), as the contracts ask.
+    pub async fn typing(&self, namespace: &str, user_id: &str, room: &RoomKey, typing: bool, ttl_ms: i64) -> Result<bool, DomainError> {
+        let d = self.authorize(user_id, room, Action::Typing).await?;
+        if !(d.room_exists && d.allowed) {
+            return Ok(false);
+        }
+        let req = pp::TypingRequest {
+            namespace: namespace.to_string(),
+            room_kind: room.kind.clone(),
+            room_id: room.id.clone(),
+            user_id: user_id.to_string(),
+            typing,
+            ttl_ms,
+        };
+        let r = self.clients.call("presence", "Typing", self.clients.presence.clone().typing(req)).await?;
+        Ok(r.changed)
+    }
+
+    pub async fn contacts(&self, user_id: &str) -> Result<Vec<String>, DomainError> {
+        let req = pm::ListContactsRequest { user_id: user_id.to_string() };
+        let r = self.clients.call("membership", "ListContacts", self.clients.membership.clone().list_contacts(req)).await?;
+        Ok(r.user_ids)
+    }
+}

@@ -1,0 +1,301 @@
+//! The `chat` dialect (contract 002): rooms `user:<id>` and `chat:<id>`, acknowledgements
+//! `{ ok, data? }` / `{ ok: false, error, message, correlationId }`.
+
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use serde_json::{Value, json};
+use socketioxide::extract::{AckSender, SocketRef, TryData};
+use switchboard_common::{DomainError, ErrorCode, telemetry, time_fmt};
+use tracing::Instrument;
+
+use super::{object, string_field};
+use crate::{
+    Gateway,
+    core::{Message, MessageEvent, RateRule, RoomInfo, RoomKey, SendCommand, user_room},
+    fanout::{Adapter, Emission},
+};
+
+pub const ROOM_KIND: &str = "chat";
+const MAX_BODY_CHARS: usize = 8000;
+const MAX_CLIENT_ID_CHARS: usize = 128;
+const MAX_ID_CHARS: usize = 256;
+
+/// Renders core events in the contract's shapes.
+#[derive(Debug, Clone)]
+pub struct ChatRender {
+    pub namespace: String,
+}
+
+fn chat_room(chat_id: &str) -> String {
+    format!("{ROOM_KIND}:{chat_id}")
+}
+
+/// A message in `message:new`'s shape (also the `/v1/chats/{id}/messages` items).
+pub fn message_json(m: &Message) -> Value {
+    let mut v = json!({
+        "chatId": m.room.id,
+        "_id": m.id.to_string(),
+        "body": m.content,
+        "senderId": m.sender_id,
+        "createdAt": time_fmt::iso_ms(m.created_at_ms),
+    });
+    if let Some(c) = &m.client_id {
+        v["clientId"] = json!(c);
+    }
+    if let Some(t) = m.edited_at_ms {
+        v["editedAt"] = json!(time_fmt::iso_ms(t));
+    }
+    if let Some(t) = m.deleted_at_ms {
+        v["deletedAt"] = json!(time_fmt::iso_ms(t));
+    }
+    v
+}
+
+/// `chat:update`'s `chat` object.
+pub fn chat_json(room: &RoomInfo) -> Value {
+    json!({
+        "_id": room.room.id,
+        "type": room.kind_type.clone().unwrap_or_else(|| "group".to_string()),
+        "title": room.title,
+        "memberIds": room.members.iter().map(|m| m.user_id.clone()).collect::<Vec<_>>(),
+        "createdBy": room.creator(),
+        "createdAt": time_fmt::iso_ms(room.created_at_ms),
+        "updatedAt": time_fmt::iso_ms(room.updated_at_ms),
+    })
+}
+
+impl ChatRender {
+    fn emission(&self, rooms: Vec<String>, event: &'static str, data: Value) -> Emission {
+        Emission { namespace: self.namespace.clone(), rooms, except: vec![], event, data, local: false }
+    }
+
+    /// Only new messages have an event in this contract.
+    pub fn message(&self, event: MessageEvent, m: &Message) -> Option<Emission> {
+        (m.room.kind == ROOM_KIND && event == MessageEvent::New)
+            .then(|| self.emission(vec![chat_room(&m.room.id)], "message:new", message_json(m)))
+    }
+
+    /// To the chat room and every member's (and a removed member's) user room: one emit to
+    /// all of them, so each socket receives it once.
+    pub fn room_changed(&self, room: &RoomInfo, removed: Option<&str>) -> Option<Emission> {
+        if room.room.kind != ROOM_KIND {
+            return None;
+        }
+        let mut rooms = vec![chat_room(&room.room.id)];
+        rooms.extend(room.members.iter().map(|m| user_room(&m.user_id)));
+        rooms.extend(removed.map(user_room));
+        Some(self.emission(rooms, "chat:update", json!({ "chat": chat_json(room) })))
+    }
+
+    pub fn presence(&self, user_id: &str, online: bool, at_ms: i64, contacts: &[String]) -> Emission {
+        let data = json!({
+            "userId": user_id,
+            "status": if online { "online" } else { "offline" },
+            "timestamp": time_fmt::iso_ms(at_ms),
+        });
+        let mut e = self.emission(contacts.iter().map(|c| user_room(c)).collect(), "presence:update", data);
+        e.local = true;
+        e
+    }
+
+    /// To the room, the typing user's own sockets excluded.
+    pub fn typing(&self, room: &RoomKey, user_id: &str, typing: bool, local: bool) -> Option<Emission> {
+        if room.kind != ROOM_KIND {
+            return None;
+        }
+        let data = json!({ "chatId": room.id, "userId": user_id, "state": if typing { "start" } else { "stop" } });
+        let mut e = self.emission(vec![chat_room(&room.id)], "typing:update", data);
+        e.except = vec![user_room(user_id)];
+        e.local = local;
+        Some(e)
+    }
+}
+
+/// An acknowledgement: `{ ok: true, data? }` or the contract's error shape.
+fn ack_json(result: Result<Option<Value>, DomainError>) -> Value {
+    match result {
+        Ok(None) => json!({ "ok": true }),
+        Ok(Some(data)) => json!({ "ok": true, "data": data }),
+        Err(e) => json!({
+            "ok": false,
+            "error": e.code.chat_code(),
+            "message": e.message,
+            "correlationId": telemetry::current_trace_id(),
+        }),
+    }
+}
+
+type HandlerFuture = Pin<Box<dyn Future<Output = Result<Option<Value>, DomainError>> + Send>>;
+type Handler = fn(Arc<Gateway>, SocketRef<Adapter>, Value) -> HandlerFuture;
+
+/// Registers the contract's events on a connected socket.
+pub fn register(gw: &Arc<Gateway>, s: &SocketRef<Adapter>) {
+    on(gw, s, "room:join", room_join);
+    on(gw, s, "room:leave", room_leave);
+    on(gw, s, "message:send", message_send);
+    on(gw, s, "typing:start", |gw, s, v| typing(gw, s, v, true));
+    on(gw, s, "typing:stop", |gw, s, v| typing(gw, s, v, false));
+    on(gw, s, "receipt:read", receipt_read);
+    on(gw, s, "presence:ping", presence_ping);
+}
+
+/// Runs `handler` for `event` in its own span (whose trace id is the `correlationId`), and
+/// answers the acknowledgement when the client asked for one.
+fn on(gw: &Arc<Gateway>, s: &SocketRef<Adapter>, event: &'static str, handler: Handler) {
+    let gw = gw.clone();
+    s.on(event, move |s: SocketRef<Adapter>, TryData(data): TryData<Value>, ack: AckSender<Adapter>| {
+        let gw = gw.clone();
+        async move {
+            let namespace = gw.config.chat_namespace.clone();
+            gw.metrics.event_in(&namespace, event);
+            let user = gw.identity(&s).map(|i| i.user_id).unwrap_or_default();
+            let span = tracing::info_span!("socket.event", namespace = %namespace, event, user_id = %user, socket_id = %s.id);
+            async move {
+                let result = match data {
+                    Ok(v) => handler(gw.clone(), s, v).await,
+                    Err(_) => Err(DomainError::validation("Invalid payload")),
+                };
+                if let Err(e) = &result {
+                    gw.metrics.error(e.code.name());
+                    tracing::info!(code = e.code.name(), message = %e.message, "event refused");
+                }
+                // A client that passed no callback simply gets nothing.
+                let _ = ack.send(&ack_json(result));
+            }
+            .instrument(span)
+            .await
+        }
+    });
+}
+
+fn user_of(gw: &Gateway, s: &SocketRef<Adapter>) -> Result<String, DomainError> {
+    gw.identity(s)
+        .map(|i| i.user_id)
+        .ok_or_else(|| DomainError::of(ErrorCode::Unauthorized))
+}
+
+fn chat_id(v: &Value) -> Result<String, DomainError> {
+    Ok(string_field(object(v)?, "chatId", MAX_ID_CHARS)?.to_string())
+}
+
+fn room_join(gw: Arc<Gateway>, s: SocketRef<Adapter>, v: Value) -> HandlerFuture {
+    Box::pin(async move {
+        let chat = chat_id(&v)?;
+        let user = user_of(&gw, &s)?;
+        let room = RoomKey::new(ROOM_KIND, chat);
+        gw.core.require(&user, &room, crate::core::Action::Join).await?;
+        let name = room.socket_room();
+        let rooms = s.rooms();
+        if !rooms.iter().any(|r| r == &name) {
+            if rooms.len() >= gw.config.max_rooms_per_socket {
+                return Err(DomainError::validation("Too many rooms joined"));
+            }
+            s.join(name);
+        }
+        Ok(None)
+    })
+}
+
+fn room_leave(_gw: Arc<Gateway>, s: SocketRef<Adapter>, v: Value) -> HandlerFuture {
+    Box::pin(async move {
+        let chat = chat_id(&v)?;
+        s.leave(chat_room(&chat));
+        Ok(None)
+    })
+}
+
+fn message_send(gw: Arc<Gateway>, s: SocketRef<Adapter>, v: Value) -> HandlerFuture {
+    Box::pin(async move {
+        let o = object(&v)?;
+        let chat = string_field(o, "chatId", MAX_ID_CHARS)?.to_string();
+        let body = string_field(o, "body", MAX_BODY_CHARS)?.to_string();
+        let client_id = string_field(o, "clientId", MAX_CLIENT_ID_CHARS)?.to_string();
+        let user = user_of(&gw, &s)?;
+        let rule = RateRule {
+            name: "chat",
+            limit: gw.config.chat_rate_limit,
+            window_ms: gw.config.chat_rate_window.as_millis() as u64,
+        };
+        let cmd = SendCommand {
+            room: RoomKey::new(ROOM_KIND, chat),
+            sender_id: user,
+            kind: "text".to_string(),
+            content: body,
+            client_id: Some(client_id.clone()),
+            reply_to_id: None,
+        };
+        let sent = gw.core.send(cmd, Some(&rule)).await.map_err(|e| {
+            if e.code == ErrorCode::RateLimited {
+                DomainError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "Maximum {} messages per {} seconds",
+                        rule.limit,
+                        (rule.window_ms as f64 / 1000.0).round() as u64
+                    ),
+                )
+            } else {
+                e
+            }
+        })?;
+        Ok(Some(json!({ "clientId": client_id, "serverId": sent.message.id.to_string() })))
+    })
+}
+
+fn typing(gw: Arc<Gateway>, s: SocketRef<Adapter>, v: Value, start: bool) -> HandlerFuture {
+    Box::pin(async move {
+        let chat = chat_id(&v)?;
+        let user = user_of(&gw, &s)?;
+        let room = RoomKey::new(ROOM_KIND, chat);
+        let ns = gw.config.chat_namespace.clone();
+        let ttl = gw.config.chat_typing_ttl.as_millis() as i64;
+        // Fire-and-forget: failures are silent for the client (logged by the core).
+        match gw.core.typing(&ns, &user, &room, start, ttl).await {
+            Ok(true) => {
+                gw.core.fanout.typing(&ns, &room, &user, start, false).await;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "typing not delivered"),
+        }
+        Ok(None)
+    })
+}
+
+fn receipt_read(gw: Arc<Gateway>, s: SocketRef<Adapter>, v: Value) -> HandlerFuture {
+    Box::pin(async move {
+        let o = object(&v)?;
+        let chat = string_field(o, "chatId", MAX_ID_CHARS)?.to_string();
+        // A string that is not a message id names no message of the chat: NOT_FOUND (after
+        // the membership check, so existence is not revealed to non-members).
+        let message_id = match o.get("messageId") {
+            Some(Value::String(s)) if !s.is_empty() => s.parse::<i64>().ok().filter(|id| *id > 0),
+            Some(Value::Number(n)) => n.as_i64().filter(|id| *id > 0),
+            Some(Value::String(_)) => return Err(DomainError::validation("messageId must not be empty")),
+            Some(_) => return Err(DomainError::validation("messageId must be a string")),
+            None => return Err(DomainError::validation("messageId is required")),
+        };
+        let user = user_of(&gw, &s)?;
+        let room = RoomKey::new(ROOM_KIND, chat.clone());
+        let read = gw.core.mark_read(&user, &room, message_id).await?;
+        let read_at = time_fmt::iso_ms(read.read_at_ms);
+        if read.moved {
+            let e = Emission {
+                namespace: gw.config.chat_namespace.clone(),
+                rooms: vec![chat_room(&chat)],
+                except: vec![],
+                event: "receipt:update",
+                data: json!({ "chatId": chat, "messageId": read.message_id.to_string(), "userId": user, "readAt": read_at }),
+                local: false,
+            };
+            gw.core.fanout.emit(e).await;
+        }
+        Ok(Some(json!({ "readAt": read_at })))
+    })
+}
+
+fn presence_ping(gw: Arc<Gateway>, s: SocketRef<Adapter>, _v: Value) -> HandlerFuture {
+    Box::pin(async move {
+        gw.refresh_presence_of(&s).await;
+        Ok(Some(json!({ "serverTime": time_fmt::iso_ms(time_fmt::now_ms()) })))
+    })
+}

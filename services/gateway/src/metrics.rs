@@ -1,0 +1,96 @@
+//! Prometheus metrics served at `/metrics`: connections, events in and out by name, errors by
+//! code, and the latency of every gRPC call this node makes (which includes the services'
+//! Postgres/Redis time).
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub namespace: String,
+    pub event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    pub service: &'static str,
+    pub method: &'static str,
+    pub ok: bool,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub connections: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub events_in: Family<EventLabels, Counter<u64, AtomicU64>>,
+    pub events_out: Family<EventLabels, Counter<u64, AtomicU64>>,
+    pub errors: Family<CodeLabels, Counter<u64, AtomicU64>>,
+    pub grpc: Family<GrpcLabels, Histogram>,
+    pub redelivered: Counter<u64, AtomicU64>,
+}
+
+fn grpc_histogram() -> Histogram {
+    Histogram::new([0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("switchboard");
+        let connections = Gauge::default();
+        let events_in = Family::default();
+        let events_out = Family::default();
+        let errors = Family::default();
+        let grpc = Family::<GrpcLabels, Histogram>::new_with_constructor(grpc_histogram as fn() -> Histogram);
+        let redelivered = Counter::default();
+        registry.register("connections", "Socket.IO sockets connected to this node", connections.clone());
+        registry.register("events_in", "Client events received, by namespace and event", events_in.clone());
+        registry.register("events_out", "Events emitted to rooms from this node, by namespace and event", events_out.clone());
+        registry.register("errors", "Errors answered to clients and API callers, by code", errors.clone());
+        registry.register(
+            "grpc_client_duration_seconds",
+            "Latency of gRPC calls to the services (includes their Postgres/Redis time)",
+            grpc.clone(),
+        );
+        registry.register("outbox_redelivered", "Stored events broadcast by the outbox sweeper", redelivered.clone());
+        Self { registry, connections, events_in, events_out, errors, grpc, redelivered }
+    }
+
+    pub fn event_in(&self, namespace: &str, event: &str) {
+        self.events_in
+            .get_or_create(&EventLabels { namespace: namespace.to_string(), event: event.to_string() })
+            .inc();
+    }
+
+    pub fn event_out(&self, namespace: &str, event: &str) {
+        self.events_out
+            .get_or_create(&EventLabels { namespace: namespace.to_string(), event: event.to_string() })
+            .inc();
+    }
+
+    pub fn error(&self, code: &str) {
+        self.errors.get_or_create(&CodeLabels { code: code.to_string() }).inc();
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
