@@ -1,0 +1,391 @@
+//! Domain types and the validation done when converting from the generated gRPC types.
+//!
+//! Rules (all failures are `ErrorCode::Validation`):
+//! - ids (users, rooms, `created_by`) and usernames: non-empty, at most 256 characters
+//!   (Unicode scalar values, not bytes); no trimming, they are opaque;
+//! - room kinds: one of `server channel conversation chat vault project study`;
+//! - membership roles: non-empty, at most 64 characters;
+//! - actions: a known permission name (see [`crate::roles::Permission`]);
+//! - a missing `RoomRef` where one is required is a validation error;
+//! - free-text fields (first/last name, the user's application role, room title and type) are
+//!   stored as given.
+
+use switchboard_common::{DomainError, time_fmt};
+use switchboard_proto::{common, membership as pb};
+use time::OffsetDateTime;
+
+use crate::roles::{MAX_ROLE_LEN, Permission};
+
+/// The longest id or username accepted.
+pub const MAX_ID_LEN: usize = 256;
+
+/// The room kinds Switchboard knows.
+pub const ROOM_KINDS: [&str; 7] = [
+    "server",
+    "channel",
+    "conversation",
+    "chat",
+    "vault",
+    "project",
+    "study",
+];
+
+fn bounded(field: &str, value: String, max: usize) -> Result<String, DomainError> {
+    if value.is_empty() {
+        return Err(DomainError::validation(format!("{field} is required")));
+    }
+    if value.chars().count() > max {
+        return Err(DomainError::validation(format!(
+            "{field} is longer than {max} characters"
+        )));
+    }
+    Ok(value)
+}
+
+/// Validates an id (or username).
+pub fn id(field: &str, value: String) -> Result<String, DomainError> {
+    bounded(field, value, MAX_ID_LEN)
+}
+
+/// Validates a membership role.
+pub fn role(field: &str, value: String) -> Result<String, DomainError> {
+    bounded(field, value, MAX_ROLE_LEN)
+}
+
+/// Validates an action name.
+pub fn action(value: &str) -> Result<Permission, DomainError> {
+    value
+        .parse()
+        .map_err(|_| DomainError::validation(format!("unknown action {value:?}")))
+}
+
+/// A room's identity: kind and id, both validated.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RoomKey {
+    pub kind: String,
+    pub id: String,
+}
+
+impl RoomKey {
+    fn parse(field: &str, r: common::RoomRef) -> Result<Self, DomainError> {
+        if !ROOM_KINDS.contains(&r.kind.as_str()) {
+            return Err(DomainError::validation(format!(
+                "{field}.kind must be one of {}",
+                ROOM_KINDS.join(", ")
+            )));
+        }
+        Ok(RoomKey {
+            kind: r.kind,
+            id: id(&format!("{field}.id"), r.id)?,
+        })
+    }
+
+    fn required(field: &str, r: Option<common::RoomRef>) -> Result<Self, DomainError> {
+        match r {
+            Some(r) => Self::parse(field, r),
+            None => Err(DomainError::validation(format!("{field} is required"))),
+        }
+    }
+}
+
+impl TryFrom<common::RoomRef> for RoomKey {
+    type Error = DomainError;
+    fn try_from(r: common::RoomRef) -> Result<Self, DomainError> {
+        Self::parse("room", r)
+    }
+}
+
+impl From<RoomKey> for common::RoomRef {
+    fn from(k: RoomKey) -> Self {
+        common::RoomRef {
+            kind: k.kind,
+            id: k.id,
+        }
+    }
+}
+
+/// A user as the application describes it. `None` fields are kept on update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    /// The application's own role for the user (not a membership role).
+    pub role: Option<String>,
+}
+
+impl TryFrom<pb::User> for User {
+    type Error = DomainError;
+    fn try_from(u: pb::User) -> Result<Self, DomainError> {
+        Ok(User {
+            id: id("id", u.id)?,
+            username: id("username", u.username)?,
+            first_name: u.first_name,
+            last_name: u.last_name,
+            role: u.role,
+        })
+    }
+}
+
+impl From<User> for pb::User {
+    fn from(u: User) -> Self {
+        pb::User {
+            id: u.id,
+            username: u.username,
+            first_name: u.first_name,
+            last_name: u.last_name,
+            role: u.role,
+        }
+    }
+}
+
+/// An UpsertRoom request. `None` fields are kept on update (a room cannot be un-parented).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomUpsert {
+    pub room: RoomKey,
+    pub parent: Option<RoomKey>,
+    pub title: Option<String>,
+    pub room_type: Option<String>,
+    /// Validated as an id when present.
+    pub created_by: Option<String>,
+}
+
+impl TryFrom<pb::UpsertRoomRequest> for RoomUpsert {
+    type Error = DomainError;
+    fn try_from(r: pb::UpsertRoomRequest) -> Result<Self, DomainError> {
+        Ok(RoomUpsert {
+            room: RoomKey::required("room", r.room)?,
+            parent: r.parent.map(|p| RoomKey::parse("parent", p)).transpose()?,
+            title: r.title,
+            room_type: r.r#type,
+            created_by: r.created_by.map(|c| id("created_by", c)).transpose()?,
+        })
+    }
+}
+
+/// A stored room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Room {
+    pub room: RoomKey,
+    pub parent: Option<RoomKey>,
+    pub title: Option<String>,
+    pub room_type: Option<String>,
+    pub created_by: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+impl From<Room> for pb::Room {
+    fn from(r: Room) -> Self {
+        pb::Room {
+            room: Some(r.room.into()),
+            parent: r.parent.map(Into::into),
+            title: r.title,
+            r#type: r.room_type,
+            created_by: r.created_by,
+            created_at_ms: time_fmt::to_ms(r.created_at),
+            updated_at_ms: time_fmt::to_ms(r.updated_at),
+        }
+    }
+}
+
+/// A direct membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub user_id: String,
+    pub role: String,
+    pub granted_at: OffsetDateTime,
+}
+
+impl From<Member> for pb::Member {
+    fn from(m: Member) -> Self {
+        pb::Member {
+            user_id: m.user_id,
+            role: m.role,
+            granted_at_ms: time_fmt::to_ms(m.granted_at),
+        }
+    }
+}
+
+/// A GrantMember request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub room: RoomKey,
+    pub user_id: String,
+    pub role: String,
+}
+
+impl TryFrom<pb::GrantMemberRequest> for Grant {
+    type Error = DomainError;
+    fn try_from(r: pb::GrantMemberRequest) -> Result<Self, DomainError> {
+        Ok(Grant {
+            room: RoomKey::required("room", r.room)?,
+            user_id: id("user_id", r.user_id)?,
+            role: role("role", r.role)?,
+        })
+    }
+}
+
+/// A RevokeMember request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoke {
+    pub room: RoomKey,
+    pub user_id: String,
+}
+
+impl TryFrom<pb::RevokeMemberRequest> for Revoke {
+    type Error = DomainError;
+    fn try_from(r: pb::RevokeMemberRequest) -> Result<Self, DomainError> {
+        Ok(Revoke {
+            room: RoomKey::required("room", r.room)?,
+            user_id: id("user_id", r.user_id)?,
+        })
+    }
+}
+
+/// The outcome of a revocation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Revoked {
+    pub removed: bool,
+    /// The room itself first, then descendants by depth (then kind, id).
+    pub lost_rooms: Vec<RoomKey>,
+}
+
+impl From<Revoked> for pb::RevokeMemberResponse {
+    fn from(r: Revoked) -> Self {
+        pb::RevokeMemberResponse {
+            removed: r.removed,
+            lost_rooms: r.lost_rooms.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// An Authorize request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizeQuery {
+    pub user_id: String,
+    pub room: RoomKey,
+    pub action: Permission,
+}
+
+impl TryFrom<pb::AuthorizeRequest> for AuthorizeQuery {
+    type Error = DomainError;
+    fn try_from(r: pb::AuthorizeRequest) -> Result<Self, DomainError> {
+        Ok(AuthorizeQuery {
+            user_id: id("user_id", r.user_id)?,
+            room: RoomKey::required("room", r.room)?,
+            action: action(&r.action)?,
+        })
+    }
+}
+
+/// The memberships that matter for a decision, as read from the database.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Standing {
+    pub room_exists: bool,
+    /// The user's roles on the room and its ancestors, nearest first.
+    pub roles: Vec<String>,
+    /// The user has a membership on the room itself.
+    pub direct: bool,
+}
+
+/// An RBAC decision.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Decision {
+    pub room_exists: bool,
+    pub allowed: bool,
+    /// The nearest role; empty when the user holds none on the room or its ancestors.
+    pub role: String,
+    pub direct: bool,
+}
+
+impl From<Decision> for pb::AuthorizeResponse {
+    fn from(d: Decision) -> Self {
+        pb::AuthorizeResponse {
+            room_exists: d.room_exists,
+            allowed: d.allowed,
+            role: d.role,
+            direct: d.direct,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_common::ErrorCode;
+
+    fn rr(kind: &str, id: &str) -> common::RoomRef {
+        common::RoomRef {
+            kind: kind.into(),
+            id: id.into(),
+        }
+    }
+
+    #[test]
+    fn room_refs_are_validated() {
+        assert!(RoomKey::try_from(rr("study", "s1")).is_ok());
+        for bad in [
+            rr("team", "x"),
+            rr("", "x"),
+            rr("chat", ""),
+            rr("chat", &"x".repeat(257)),
+        ] {
+            assert_eq!(
+                RoomKey::try_from(bad).unwrap_err().code,
+                ErrorCode::Validation
+            );
+        }
+        assert!(
+            RoomKey::try_from(rr("chat", &"é".repeat(256))).is_ok(),
+            "characters, not bytes"
+        );
+    }
+
+    #[test]
+    fn grant_requires_room_and_role() {
+        let ok = pb::GrantMemberRequest {
+            room: Some(rr("chat", "c")),
+            user_id: "u".into(),
+            role: "member".into(),
+        };
+        assert!(Grant::try_from(ok.clone()).is_ok());
+        for bad in [
+            pb::GrantMemberRequest {
+                room: None,
+                ..ok.clone()
+            },
+            pb::GrantMemberRequest {
+                role: String::new(),
+                ..ok.clone()
+            },
+            pb::GrantMemberRequest {
+                role: "r".repeat(65),
+                ..ok.clone()
+            },
+            pb::GrantMemberRequest {
+                user_id: String::new(),
+                ..ok.clone()
+            },
+        ] {
+            assert_eq!(
+                Grant::try_from(bad).unwrap_err().code,
+                ErrorCode::Validation
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_action_is_refused() {
+        let req = pb::AuthorizeRequest {
+            user_id: "u".into(),
+            room: Some(rr("chat", "c")),
+            action: "fly".into(),
+        };
+        assert_eq!(
+            AuthorizeQuery::try_from(req).unwrap_err().code,
+            ErrorCode::Validation
+        );
+    }
+}
