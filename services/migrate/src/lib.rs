@@ -33,6 +33,24 @@ pub async fn create_test_database(database_url: &str) -> anyhow::Result<String> 
     Ok(url)
 }
 
+/// Drops every database made by [`create_test_database`] on the server of `database_url`
+/// (run before a test suite, so throwaway databases do not pile up). Answers how many.
+pub async fn drop_test_databases(database_url: &str) -> anyhow::Result<usize> {
+    let mut admin = PgConnection::connect(database_url)
+        .await
+        .with_context(|| format!("connecting to {}", redact(database_url)))?;
+    let names: Vec<(String,)> = sqlx::query_as("SELECT datname FROM pg_database WHERE datname LIKE 'sb\\_test\\_%'")
+        .fetch_all(&mut admin)
+        .await?;
+    for (name,) in &names {
+        admin
+            .execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str())
+            .await
+            .with_context(|| format!("dropping {name}"))?;
+    }
+    Ok(names.len())
+}
+
 /// `postgres://u@h:5432/db?x` → the same URL naming database `name`.
 fn with_database(url: &str, name: &str) -> String {
     let (base, query) = match url.split_once('?') {

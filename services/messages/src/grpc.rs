@@ -1,0 +1,149 @@
+//! The `Messages` gRPC service: converts requests to domain types (validating them), calls the
+//! [`Store`], converts answers back.
+
+use switchboard_common::{DomainError, time_fmt::to_ms};
+use switchboard_proto::messages::{self as pb, messages_server::Messages};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    model::{
+        self, Claim, HistoryQuery, MarkRead, MessageDelete, MessageEdit, MessageGet, NewMessage,
+        ReceiptsQuery,
+    },
+    store::Store,
+};
+
+/// The service implementation.
+#[derive(Debug, Clone)]
+pub struct MessagesService {
+    store: Store,
+    max_content_chars: usize,
+}
+
+impl MessagesService {
+    pub fn new(store: Store, max_content_chars: usize) -> Self {
+        Self {
+            store,
+            max_content_chars,
+        }
+    }
+}
+
+fn status(e: DomainError) -> Status {
+    e.into()
+}
+
+#[tonic::async_trait]
+impl Messages for MessagesService {
+    async fn send(
+        &self,
+        request: Request<pb::SendRequest>,
+    ) -> Result<Response<pb::SendResponse>, Status> {
+        let m = NewMessage::try_from(request.into_inner()).map_err(status)?;
+        m.check(self.max_content_chars).map_err(status)?;
+        let sent = self.store.send(&m).await.map_err(status)?;
+        Ok(Response::new(pb::SendResponse {
+            message: Some(sent.message.into()),
+            created: sent.created,
+            outbox_id: sent.outbox_id,
+        }))
+    }
+
+    async fn edit(
+        &self,
+        request: Request<pb::EditRequest>,
+    ) -> Result<Response<pb::Message>, Status> {
+        let e = MessageEdit::try_from(request.into_inner()).map_err(status)?;
+        e.check(self.max_content_chars).map_err(status)?;
+        let m = self.store.edit(&e).await.map_err(status)?;
+        Ok(Response::new(m.into()))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::Message>, Status> {
+        let d = MessageDelete::try_from(request.into_inner()).map_err(status)?;
+        let m = self.store.delete(&d).await.map_err(status)?;
+        Ok(Response::new(m.into()))
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetMessageRequest>,
+    ) -> Result<Response<pb::Message>, Status> {
+        let g = MessageGet::try_from(request.into_inner()).map_err(status)?;
+        let m = self.store.get(&g).await.map_err(status)?;
+        Ok(Response::new(m.into()))
+    }
+
+    async fn mark_read(
+        &self,
+        request: Request<pb::MarkReadRequest>,
+    ) -> Result<Response<pb::MarkReadResponse>, Status> {
+        let r = MarkRead::try_from(request.into_inner()).map_err(status)?;
+        let (moved, cursor) = self.store.mark_read(&r).await.map_err(status)?;
+        Ok(Response::new(pb::MarkReadResponse {
+            moved,
+            message_id: cursor.message_id,
+            read_at_ms: to_ms(cursor.read_at),
+        }))
+    }
+
+    async fn history(
+        &self,
+        request: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryResponse>, Status> {
+        let h = HistoryQuery::try_from(request.into_inner()).map_err(status)?;
+        let (messages, has_more) = self.store.history(&h).await.map_err(status)?;
+        Ok(Response::new(pb::HistoryResponse {
+            messages: messages.into_iter().map(Into::into).collect(),
+            has_more,
+        }))
+    }
+
+    async fn list_receipts(
+        &self,
+        request: Request<pb::ListReceiptsRequest>,
+    ) -> Result<Response<pb::ListReceiptsResponse>, Status> {
+        let q = ReceiptsQuery::try_from(request.into_inner()).map_err(status)?;
+        let cursors = self.store.receipts(&q).await.map_err(status)?;
+        Ok(Response::new(pb::ListReceiptsResponse {
+            receipts: cursors
+                .into_iter()
+                .map(|c| pb::Receipt {
+                    user_id: c.user_id,
+                    message_id: c.message_id,
+                    read_at_ms: to_ms(c.read_at),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn claim_undelivered(
+        &self,
+        request: Request<pb::ClaimUndeliveredRequest>,
+    ) -> Result<Response<pb::ClaimUndeliveredResponse>, Status> {
+        let c = Claim::try_from(request.into_inner()).map_err(status)?;
+        let entries = self.store.claim_undelivered(&c).await.map_err(status)?;
+        Ok(Response::new(pb::ClaimUndeliveredResponse {
+            events: entries
+                .into_iter()
+                .map(|e| pb::OutboxEvent {
+                    outbox_id: e.outbox_id,
+                    event: e.event,
+                    message: Some(e.message.into()),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn mark_delivered(
+        &self,
+        request: Request<pb::MarkDeliveredRequest>,
+    ) -> Result<Response<pb::MarkDeliveredResponse>, Status> {
+        let ids = model::delivered_ids(request.into_inner()).map_err(status)?;
+        self.store.mark_delivered(&ids).await.map_err(status)?;
+        Ok(Response::new(pb::MarkDeliveredResponse {}))
+    }
+}

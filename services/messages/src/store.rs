@@ -1,0 +1,461 @@
+//! Postgres access. Every write that must be broadcast (new, edited, deleted message) writes its
+//! outbox entry in the same transaction as the change.
+
+use sqlx::{PgPool, Postgres, Transaction};
+use switchboard_common::{DomainError, ErrorCode};
+
+use crate::model::{
+    Claim, Cursor, HistoryPage, HistoryQuery, MarkRead, MessageDelete, MessageEdit, MessageGet,
+    NewMessage, OutboxEntry, ReceiptsQuery, RoomKey, Sent, StoredMessage,
+};
+
+/// The columns of [`StoredMessage`], unqualified.
+const COLUMNS: &str = "id, room_kind, room_id, seq, sender_id, type, content, file_id, file_name, file_size, \
+     mime_type, reply_to_id, client_id, created_at, edited_at, deleted_at";
+
+/// The columns of [`StoredMessage`], qualified with the alias `m`.
+const M_COLUMNS: &str = "m.id, m.room_kind, m.room_id, m.seq, m.sender_id, m.type, m.content, m.file_id, \
+     m.file_name, m.file_size, m.mime_type, m.reply_to_id, m.client_id, m.created_at, m.edited_at, m.deleted_at";
+
+/// Maps a database failure: connection problems are `Unavailable`, the rest `Internal` (both
+/// logged, neither shown to clients).
+pub fn db_error(e: sqlx::Error) -> DomainError {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => DomainError::unavailable(e),
+        _ => DomainError::internal(e),
+    }
+}
+
+fn message_not_found() -> DomainError {
+    DomainError::not_found("message not found")
+}
+
+fn room_not_found() -> DomainError {
+    DomainError::not_found("room not found")
+}
+
+/// The messages store over a Postgres pool.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Stores a message, or answers the existing one for an idempotent repeat.
+    ///
+    /// In one transaction: an existing `(sender, room, client_id)` is answered as is
+    /// (`created = false`, `outbox_id = 0`; the repeat's content is ignored). Otherwise the room's
+    /// `last_seq` is incremented (this locks the room row, so ids and seqs grow together within
+    /// a room; no room → `NOT_FOUND`), `reply_to_id` must name a message of the same room
+    /// (deleted ones included), the message is inserted with `ON CONFLICT DO NOTHING` on the
+    /// idempotency index, and an outbox `new` entry is written. A concurrent duplicate that won
+    /// the race makes this transaction roll back (the seq is not consumed) and answer the winner.
+    /// A `file_id` that names no file is `NOT_FOUND`.
+    pub async fn send(&self, m: &NewMessage) -> Result<Sent, DomainError> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        if let Some(client_id) = &m.client_id
+            && let Some(existing) = find_by_client_id(&mut tx, m, client_id).await?
+        {
+            tx.rollback().await.map_err(db_error)?;
+            return Ok(Sent {
+                message: existing,
+                created: false,
+                outbox_id: 0,
+            });
+        }
+
+        let seq: Option<i64> =
+            sqlx::query_scalar("UPDATE rooms SET last_seq = last_seq + 1 WHERE kind = $1 AND id = $2 RETURNING last_seq")
+                .bind(&m.room.kind)
+                .bind(&m.room.id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        let seq = seq.ok_or_else(room_not_found)?;
+
+        if let Some(reply_to) = m.reply_to_id
+            && !message_in_room(&mut tx, &m.room, reply_to).await?
+        {
+            return Err(DomainError::not_found("reply_to message not found"));
+        }
+
+        let insert = format!(
+            "INSERT INTO messages (room_kind, room_id, seq, sender_id, type, content, file_id, file_name, \
+                 file_size, mime_type, reply_to_id, client_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (sender_id, room_kind, room_id, client_id) WHERE client_id IS NOT NULL DO NOTHING \
+             RETURNING {COLUMNS}"
+        );
+        let inserted: Option<StoredMessage> = sqlx::query_as(&insert)
+            .bind(&m.room.kind)
+            .bind(&m.room.id)
+            .bind(seq)
+            .bind(&m.sender_id)
+            .bind(m.kind.as_str())
+            .bind(&m.content)
+            .bind(m.file.file_id)
+            .bind(&m.file.file_name)
+            .bind(m.file.file_size)
+            .bind(&m.file.mime_type)
+            .bind(m.reply_to_id)
+            .bind(&m.client_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+                    DomainError::not_found("file not found")
+                }
+                _ => db_error(e),
+            })?;
+
+        let Some(message) = inserted else {
+            // Lost the race to a concurrent send with the same client_id: answer the winner.
+            tx.rollback().await.map_err(db_error)?;
+            let client_id = m.client_id.as_deref().unwrap_or_default();
+            let mut conn = self.pool.acquire().await.map_err(db_error)?;
+            let existing = find_by_client_id(&mut conn, m, client_id).await?;
+            return match existing {
+                Some(message) => Ok(Sent {
+                    message,
+                    created: false,
+                    outbox_id: 0,
+                }),
+                None => Err(DomainError::internal(
+                    "idempotency conflict without an existing message",
+                )),
+            };
+        };
+
+        let outbox_id = insert_outbox(&mut tx, message.id, "new").await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Sent {
+            message,
+            created: true,
+            outbox_id,
+        })
+    }
+
+    /// Replaces a message's content and sets `edited_at`; writes an outbox `edited` entry.
+    /// See [`check_change`] for the rules.
+    pub async fn edit(&self, e: &MessageEdit) -> Result<StoredMessage, DomainError> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        check_change(&mut tx, &e.room, e.message_id, &e.actor).await?;
+        let q = format!(
+            "UPDATE messages SET content = $2, edited_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+        );
+        let message: StoredMessage = sqlx::query_as(&q)
+            .bind(e.message_id)
+            .bind(&e.content)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        insert_outbox(&mut tx, message.id, "edited").await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(message)
+    }
+
+    /// Soft-deletes a message (sets `deleted_at`; the row and its content stay); writes an
+    /// outbox `deleted` entry. See [`check_change`] for the rules; deleting twice is `NOT_FOUND`.
+    pub async fn delete(&self, d: &MessageDelete) -> Result<StoredMessage, DomainError> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        check_change(&mut tx, &d.room, d.message_id, &d.actor).await?;
+        let q = format!("UPDATE messages SET deleted_at = now() WHERE id = $1 RETURNING {COLUMNS}");
+        let message: StoredMessage = sqlx::query_as(&q)
+            .bind(d.message_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        insert_outbox(&mut tx, message.id, "deleted").await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(message)
+    }
+
+    /// A message of the room (deleted ones too, served as tombstones); otherwise `NOT_FOUND`.
+    pub async fn get(&self, g: &MessageGet) -> Result<StoredMessage, DomainError> {
+        let q = format!(
+            "SELECT {COLUMNS} FROM messages WHERE id = $1 AND room_kind = $2 AND room_id = $3"
+        );
+        sqlx::query_as(&q)
+            .bind(g.message_id)
+            .bind(&g.room.kind)
+            .bind(&g.room.id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(message_not_found)
+    }
+
+    /// Moves the `(room, user)` cursor forward to `message_id` (which must be a message of the
+    /// room, deleted ones included; otherwise `NOT_FOUND`). Never moves it back. Answers whether
+    /// it moved and the cursor after the call.
+    pub async fn mark_read(&self, r: &MarkRead) -> Result<(bool, Cursor), DomainError> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        if !message_in_room(&mut conn, &r.room, r.message_id).await? {
+            return Err(message_not_found());
+        }
+        let moved: Option<(i64, time::OffsetDateTime)> = sqlx::query_as(
+            "INSERT INTO read_cursors (room_kind, room_id, user_id, message_id, read_at) \
+             VALUES ($1, $2, $3, $4, now()) \
+             ON CONFLICT (room_kind, room_id, user_id) DO UPDATE \
+                 SET message_id = excluded.message_id, read_at = excluded.read_at \
+                 WHERE excluded.message_id > read_cursors.message_id \
+             RETURNING message_id, read_at",
+        )
+        .bind(&r.room.kind)
+        .bind(&r.room.id)
+        .bind(&r.user_id)
+        .bind(r.message_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        if let Some((message_id, read_at)) = moved {
+            return Ok((
+                true,
+                Cursor {
+                    user_id: r.user_id.clone(),
+                    message_id,
+                    read_at,
+                },
+            ));
+        }
+        // Not moved: the cursor exists and is at or past message_id (cursors are never deleted).
+        let (message_id, read_at): (i64, time::OffsetDateTime) = sqlx::query_as(
+            "SELECT message_id, read_at FROM read_cursors WHERE room_kind = $1 AND room_id = $2 AND user_id = $3",
+        )
+        .bind(&r.room.kind)
+        .bind(&r.room.id)
+        .bind(&r.user_id)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        Ok((
+            false,
+            Cursor {
+                user_id: r.user_id.clone(),
+                message_id,
+                read_at,
+            },
+        ))
+    }
+
+    /// One page of a room's history (deleted messages included, as tombstones) and whether
+    /// another page exists in the same direction. An unknown room is `NOT_FOUND`.
+    pub async fn history(
+        &self,
+        h: &HistoryQuery,
+    ) -> Result<(Vec<StoredMessage>, bool), DomainError> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        let room: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM rooms WHERE kind = $1 AND id = $2")
+                .bind(&h.room.kind)
+                .bind(&h.room.id)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db_error)?;
+        if room.is_none() {
+            return Err(room_not_found());
+        }
+        let (filter, order, bound) = match h.page {
+            HistoryPage::Latest => ("", "DESC", None),
+            HistoryPage::Before(b) => ("AND id < $4", "DESC", Some(b)),
+            HistoryPage::After(a) => ("AND id > $4", "ASC", Some(a)),
+        };
+        let q = format!(
+            "SELECT {COLUMNS} FROM messages WHERE room_kind = $1 AND room_id = $2 {filter} \
+             ORDER BY id {order} LIMIT $3"
+        );
+        let fetch = i64::from(h.limit) + 1;
+        let mut query = sqlx::query_as::<_, StoredMessage>(&q)
+            .bind(&h.room.kind)
+            .bind(&h.room.id)
+            .bind(fetch);
+        if let Some(bound) = bound {
+            query = query.bind(bound);
+        }
+        let mut rows = query.fetch_all(&mut *conn).await.map_err(db_error)?;
+        let has_more = rows.len() > h.limit as usize;
+        rows.truncate(h.limit as usize);
+        Ok((rows, has_more))
+    }
+
+    /// The room's read cursors (only `user_ids`' when given), sorted by user id. An unknown room
+    /// has none.
+    pub async fn receipts(&self, r: &ReceiptsQuery) -> Result<Vec<Cursor>, DomainError> {
+        let rows: Vec<(String, i64, time::OffsetDateTime)> = sqlx::query_as(
+            "SELECT user_id, message_id, read_at FROM read_cursors \
+             WHERE room_kind = $1 AND room_id = $2 AND (cardinality($3::text[]) = 0 OR user_id = ANY($3)) \
+             ORDER BY user_id",
+        )
+        .bind(&r.room.kind)
+        .bind(&r.room.id)
+        .bind(&r.user_ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|(user_id, message_id, read_at)| Cursor {
+                user_id,
+                message_id,
+                read_at,
+            })
+            .collect())
+    }
+
+    /// Atomically claims up to `limit` outbox entries created at least `older_than_ms` ago and
+    /// not under an unexpired lease, leasing them for `lease_ms`; answers them with their
+    /// messages, oldest first. `FOR UPDATE SKIP LOCKED` keeps concurrent claimers disjoint.
+    pub async fn claim_undelivered(&self, c: &Claim) -> Result<Vec<OutboxEntry>, DomainError> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            outbox_id: i64,
+            event: String,
+            #[sqlx(flatten)]
+            message: StoredMessage,
+        }
+        let q = format!(
+            "WITH due AS ( \
+                 SELECT id FROM outbox \
+                 WHERE created_at <= now() - $1::bigint * interval '1 millisecond' \
+                   AND (claimed_until IS NULL OR claimed_until <= now()) \
+                 ORDER BY created_at, id \
+                 LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED \
+             ), claimed AS ( \
+                 UPDATE outbox o SET claimed_until = now() + $3::bigint * interval '1 millisecond' \
+                 FROM due WHERE o.id = due.id \
+                 RETURNING o.id, o.message_id, o.event, o.created_at \
+             ) \
+             SELECT c.id AS outbox_id, c.event, {M_COLUMNS} \
+             FROM claimed c JOIN messages m ON m.id = c.message_id \
+             ORDER BY c.created_at, c.id"
+        );
+        let rows: Vec<Row> = sqlx::query_as(&q)
+            .bind(c.older_than_ms)
+            .bind(i64::from(c.limit))
+            .bind(c.lease_ms)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| OutboxEntry {
+                outbox_id: r.outbox_id,
+                event: r.event,
+                message: r.message,
+            })
+            .collect())
+    }
+
+    /// Removes delivered outbox entries (unknown ids are ignored).
+    pub async fn mark_delivered(&self, ids: &[i64]) -> Result<(), DomainError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+}
+
+async fn find_by_client_id(
+    conn: &mut sqlx::PgConnection,
+    m: &NewMessage,
+    client_id: &str,
+) -> Result<Option<StoredMessage>, DomainError> {
+    let q = format!(
+        "SELECT {COLUMNS} FROM messages \
+         WHERE sender_id = $1 AND room_kind = $2 AND room_id = $3 AND client_id = $4"
+    );
+    sqlx::query_as(&q)
+        .bind(&m.sender_id)
+        .bind(&m.room.kind)
+        .bind(&m.room.id)
+        .bind(client_id)
+        .fetch_optional(conn)
+        .await
+        .map_err(db_error)
+}
+
+async fn message_in_room(
+    conn: &mut sqlx::PgConnection,
+    room: &RoomKey,
+    id: i64,
+) -> Result<bool, DomainError> {
+    let found: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM messages WHERE id = $1 AND room_kind = $2 AND room_id = $3",
+    )
+    .bind(id)
+    .bind(&room.kind)
+    .bind(&room.id)
+    .fetch_optional(conn)
+    .await
+    .map_err(db_error)?;
+    Ok(found.is_some())
+}
+
+async fn insert_outbox(
+    tx: &mut Transaction<'_, Postgres>,
+    message_id: i64,
+    event: &str,
+) -> Result<i64, DomainError> {
+    sqlx::query_scalar("INSERT INTO outbox (message_id, event) VALUES ($1, $2) RETURNING id")
+        .bind(message_id)
+        .bind(event)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db_error)
+}
+
+/// The rules of Edit and Delete, checked under a row lock in the caller's transaction, in this
+/// order: the message must be in the room and not deleted (`NOT_FOUND`); the actor must be its
+/// sender or may moderate (`FORBIDDEN`); with a non-zero window, nobody (moderators included)
+/// may change it once `now() - created_at` exceeds the window (`EDIT_WINDOW_EXPIRED`). Times
+/// are the database's clock.
+async fn check_change(
+    tx: &mut Transaction<'_, Postgres>,
+    room: &RoomKey,
+    message_id: i64,
+    actor: &crate::model::Actor,
+) -> Result<(), DomainError> {
+    let row: Option<(String, bool, bool)> = sqlx::query_as(
+        "SELECT sender_id, deleted_at IS NOT NULL, \
+                $4::bigint > 0 AND now() - created_at > $4::bigint * interval '1 millisecond' \
+         FROM messages WHERE id = $1 AND room_kind = $2 AND room_id = $3 FOR UPDATE",
+    )
+    .bind(message_id)
+    .bind(&room.kind)
+    .bind(&room.id)
+    .bind(actor.edit_window_ms)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    let Some((sender_id, deleted, expired)) = row else {
+        return Err(message_not_found());
+    };
+    if deleted {
+        return Err(message_not_found());
+    }
+    if sender_id != actor.actor_id && !actor.may_moderate {
+        return Err(DomainError::forbidden());
+    }
+    if expired {
+        return Err(DomainError::of(ErrorCode::EditWindowExpired));
+    }
+    Ok(())
+}
