@@ -101,9 +101,11 @@ async fn subscribe_presence_events(gw: Arc<Gateway>) -> anyhow::Result<JoinHandl
     subscriber.init().await?;
     let mut rx = subscriber.message_rx();
     subscriber.subscribe(channel.clone()).await?;
+    let resubscriber = subscriber.manage_subscriptions();
     Ok(tokio::spawn(async move {
         // Keep the client alive (and resubscribing) as long as the task runs.
         let _subscriber = subscriber;
+        let _resubscriber = AbortOnDrop(resubscriber);
         loop {
             let msg = match rx.recv().await {
                 Ok(m) => m,
@@ -146,5 +148,14 @@ async fn deliver(gw: &Gateway, event: PresenceEvent) {
             let room = RoomKey::new(room_kind, room_id);
             gw.core.fanout.typing(&namespace, &room, &user_id, typing, true).await;
         }
+    }
+}
+
+/// Stops a helper task when its owner stops.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

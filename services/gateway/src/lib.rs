@@ -221,7 +221,7 @@ pub async fn run(
     let adapter_config = socketioxide_redis::RedisAdapterConfig::default()
         .with_prefix(format!("{}socket.io", config.redis_prefix))
         .with_request_timeout(std::time::Duration::from_secs(2));
-    let adapter = RedisAdapterCtr::new_with_fred_config(subscriber, adapter_config).await?;
+    let adapter = RedisAdapterCtr::new_with_fred_config(subscriber.clone(), adapter_config).await?;
     let (layer, io) = SocketIo::builder()
         .max_payload(config.max_payload_bytes)
         .ws_read_buffer_size(config.ws_read_buffer_bytes)
@@ -243,6 +243,8 @@ pub async fn run(
         sockets: Mutex::new(HashMap::new()),
     });
     mount_chat(&gw, &io).await?;
+    // Now that the adapter has subscribed its channels, re-subscribe them after every reconnect.
+    let resubscriber = subscriber.manage_subscriptions();
 
     let tasks = background::spawn_all(gw.clone()).await?;
     let app = http::router(gw.clone()).layer(layer);
@@ -269,6 +271,7 @@ pub async fn run(
     for t in tasks {
         t.abort();
     }
+    resubscriber.abort();
     tracing::info!("gateway stopped");
     Ok(())
 }

@@ -40,9 +40,9 @@ pub async fn command_client(url: &str) -> anyhow::Result<Client> {
     Ok(client)
 }
 
-/// A pub/sub client for the adapter (the adapter's driver calls `init`), resubscribing on reconnect.
+/// A pub/sub client (the adapter's driver calls `init`). Call `manage_subscriptions` on it once
+/// it has subscribed to something: started earlier, fred re-issues an empty SUBSCRIBE on the
+/// first connection, which Redis refuses.
 pub fn subscriber_client(url: &str) -> anyhow::Result<SubscriberClient> {
-    let client = builder(url)?.build_subscriber_client()?;
-    let _resubscriber = client.manage_subscriptions();
-    Ok(client)
+    Ok(builder(url)?.build_subscriber_client()?)
 }
