@@ -334,6 +334,58 @@ mod tests {
         assert_eq!(find_cookie("a=1", "connect.sid"), None);
     }
 
+    fn authenticator(secrets: &[&str]) -> Authenticator {
+        let mut config = Config::from_env().expect("defaults are valid");
+        config.session_secrets = secrets.iter().map(|s| s.to_string()).collect();
+        let redis = fred::prelude::Builder::default_centralized().build().expect("client");
+        Authenticator::new(&config, redis).expect("authenticator")
+    }
+
+    fn encode(header: &str, claims: serde_json::Value, key: &[u8]) -> String {
+        let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let unsigned = format!("{}.{}", b64(header.as_bytes()), b64(claims.to_string().as_bytes()));
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+        mac.update(unsigned.as_bytes());
+        format!("{unsigned}.{}", b64(&mac.finalize().into_bytes()))
+    }
+
+    #[test]
+    fn jwt_round_trip_and_refusals() {
+        let a = authenticator(&["s1"]);
+        let token = a.mint_jwt("u1", Duration::from_secs(60)).unwrap();
+        assert_eq!(a.verify_jwt(&token).unwrap().user_id, "u1");
+
+        let secret = Config::from_env().unwrap().jwt_secret;
+        let now = time_fmt::now_ms() / 1000;
+        let hs256 = r#"{"alg":"HS256","typ":"JWT"}"#;
+        let expired = encode(hs256, serde_json::json!({"sub": "u1", "exp": now - 10}), secret.as_bytes());
+        assert_eq!(a.verify_jwt(&expired), Err(AuthFailure::Expired));
+        let no_exp = encode(hs256, serde_json::json!({"sub": "u1"}), secret.as_bytes());
+        assert_eq!(a.verify_jwt(&no_exp), Err(AuthFailure::Invalid));
+        let forged = encode(hs256, serde_json::json!({"sub": "u1", "exp": now + 60}), b"another-secret");
+        assert_eq!(a.verify_jwt(&forged), Err(AuthFailure::Invalid));
+
+        // `alg: none` with an empty signature, and a different HMAC algorithm, are refused.
+        let b64 = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.as_bytes());
+        let none = format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(&serde_json::json!({"sub": "u1", "exp": now + 60}).to_string()));
+        assert_eq!(a.verify_jwt(&none), Err(AuthFailure::Invalid));
+        let hs384 = encode(r#"{"alg":"HS384"}"#, serde_json::json!({"sub": "u1", "exp": now + 60}), secret.as_bytes());
+        assert_eq!(a.verify_jwt(&hs384), Err(AuthFailure::Invalid));
+    }
+
+    #[test]
+    fn signed_cookie_round_trip_rotation_and_tampering() {
+        let old = authenticator(&["old"]);
+        let rotated = authenticator(&["new", "old"]);
+        let value = old.signed_cookie_value("abc123");
+        assert!(value.starts_with("s%3Aabc123."));
+        assert_eq!(rotated.unsign_cookie(&value).as_deref(), Some("abc123"));
+        assert_eq!(authenticator(&["other"]).unsign_cookie(&value), None);
+        let tampered = value.replace("abc123", "abc124");
+        assert_eq!(old.unsign_cookie(&tampered), None);
+        assert_eq!(old.unsign_cookie("abc123"), None);
+    }
+
     #[test]
     fn constant_time_compare() {
         assert!(secrets_equal("abc", "abc"));
