@@ -48,21 +48,99 @@ pub struct ErrorRow {
 
 /// The table itself.
 pub const TABLE: &[ErrorRow] = &[
-    row(ErrorCode::Validation, "VALIDATION_ERROR", tonic::Code::InvalidArgument, 400, "VALIDATION_ERROR"),
-    row(ErrorCode::Unauthorized, "UNAUTHORIZED", tonic::Code::Unauthenticated, 401, "UNAUTHORIZED"),
-    row(ErrorCode::TokenExpired, "TOKEN_EXPIRED", tonic::Code::Unauthenticated, 401, "UNAUTHORIZED"),
-    row(ErrorCode::Forbidden, "FORBIDDEN", tonic::Code::PermissionDenied, 403, "FORBIDDEN"),
-    row(ErrorCode::NotFound, "NOT_FOUND", tonic::Code::NotFound, 404, "NOT_FOUND"),
-    row(ErrorCode::Conflict, "CONFLICT", tonic::Code::AlreadyExists, 409, "VALIDATION_ERROR"),
-    row(ErrorCode::RateLimited, "RATE_LIMITED", tonic::Code::ResourceExhausted, 429, "RATE_LIMITED"),
-    row(ErrorCode::PayloadTooLarge, "PAYLOAD_TOO_LARGE", tonic::Code::InvalidArgument, 413, "VALIDATION_ERROR"),
-    row(ErrorCode::EditWindowExpired, "EDIT_WINDOW_EXPIRED", tonic::Code::FailedPrecondition, 403, "FORBIDDEN"),
-    row(ErrorCode::Unavailable, "UNAVAILABLE", tonic::Code::Unavailable, 503, "INTERNAL"),
-    row(ErrorCode::Internal, "INTERNAL", tonic::Code::Internal, 500, "INTERNAL"),
+    row(
+        ErrorCode::Validation,
+        "VALIDATION_ERROR",
+        tonic::Code::InvalidArgument,
+        400,
+        "VALIDATION_ERROR",
+    ),
+    row(
+        ErrorCode::Unauthorized,
+        "UNAUTHORIZED",
+        tonic::Code::Unauthenticated,
+        401,
+        "UNAUTHORIZED",
+    ),
+    row(
+        ErrorCode::TokenExpired,
+        "TOKEN_EXPIRED",
+        tonic::Code::Unauthenticated,
+        401,
+        "UNAUTHORIZED",
+    ),
+    row(
+        ErrorCode::Forbidden,
+        "FORBIDDEN",
+        tonic::Code::PermissionDenied,
+        403,
+        "FORBIDDEN",
+    ),
+    row(
+        ErrorCode::NotFound,
+        "NOT_FOUND",
+        tonic::Code::NotFound,
+        404,
+        "NOT_FOUND",
+    ),
+    row(
+        ErrorCode::Conflict,
+        "CONFLICT",
+        tonic::Code::AlreadyExists,
+        409,
+        "VALIDATION_ERROR",
+    ),
+    row(
+        ErrorCode::RateLimited,
+        "RATE_LIMITED",
+        tonic::Code::ResourceExhausted,
+        429,
+        "RATE_LIMITED",
+    ),
+    row(
+        ErrorCode::PayloadTooLarge,
+        "PAYLOAD_TOO_LARGE",
+        tonic::Code::InvalidArgument,
+        413,
+        "VALIDATION_ERROR",
+    ),
+    row(
+        ErrorCode::EditWindowExpired,
+        "EDIT_WINDOW_EXPIRED",
+        tonic::Code::FailedPrecondition,
+        403,
+        "FORBIDDEN",
+    ),
+    row(
+        ErrorCode::Unavailable,
+        "UNAVAILABLE",
+        tonic::Code::Unavailable,
+        503,
+        "INTERNAL",
+    ),
+    row(
+        ErrorCode::Internal,
+        "INTERNAL",
+        tonic::Code::Internal,
+        500,
+        "INTERNAL",
+    ),
 ];
 
-const fn row(code: ErrorCode, name: &'static str, grpc: tonic::Code, http: u16, chat: &'static str) -> ErrorRow {
-    ErrorRow { code, name, grpc, http, chat }
+const fn row(
+    code: ErrorCode,
+    name: &'static str,
+    grpc: tonic::Code,
+    http: u16,
+    chat: &'static str,
+) -> ErrorRow {
+    ErrorRow {
+        code,
+        name,
+        grpc,
+        http,
+        chat,
+    }
 }
 
 impl ErrorCode {
@@ -114,7 +192,10 @@ pub struct DomainError {
 
 impl DomainError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
     pub fn of(code: ErrorCode) -> Self {
         Self::new(code, code.default_message())

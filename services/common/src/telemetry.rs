@@ -83,10 +83,12 @@ pub fn current_trace_id() -> String {
 fn rand_u128() -> u128 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
     (h.finish() as u128) << 64 | h.finish() as u128
 }
 
@@ -104,9 +106,13 @@ impl Injector for MetadataInjector<'_> {
 }
 
 /// A tonic client interceptor that carries the current span's trace context to the server.
-pub fn inject_trace_context(mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+pub fn inject_trace_context(
+    mut req: tonic::Request<()>,
+) -> Result<tonic::Request<()>, tonic::Status> {
     let cx = tracing::Span::current().context();
-    global::get_text_map_propagator(|p| p.inject_context(&cx, &mut MetadataInjector(req.metadata_mut())));
+    global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut MetadataInjector(req.metadata_mut()))
+    });
     Ok(req)
 }
 

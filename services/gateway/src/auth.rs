@@ -82,7 +82,13 @@ impl Authenticator {
             ),
             JwtAlgorithm::Rs256 => (
                 Algorithm::RS256,
-                DecodingKey::from_rsa_pem(config.jwt_public_key_pem.as_deref().unwrap_or_default().as_bytes())?,
+                DecodingKey::from_rsa_pem(
+                    config
+                        .jwt_public_key_pem
+                        .as_deref()
+                        .unwrap_or_default()
+                        .as_bytes(),
+                )?,
                 config
                     .jwt_private_key_pem
                     .as_deref()
@@ -91,7 +97,13 @@ impl Authenticator {
             ),
             JwtAlgorithm::Es256 => (
                 Algorithm::ES256,
-                DecodingKey::from_ec_pem(config.jwt_public_key_pem.as_deref().unwrap_or_default().as_bytes())?,
+                DecodingKey::from_ec_pem(
+                    config
+                        .jwt_public_key_pem
+                        .as_deref()
+                        .unwrap_or_default()
+                        .as_bytes(),
+                )?,
                 config
                     .jwt_private_key_pem
                     .as_deref()
@@ -133,16 +145,21 @@ impl Authenticator {
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.validate_exp = true;
         validation.leeway = 0;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => AuthFailure::Expired,
-            _ => AuthFailure::Invalid,
-        })?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthFailure::Expired,
+                _ => AuthFailure::Invalid,
+            },
+        )?;
         let user_id = match data.claims.sub {
             serde_json::Value::String(s) if !s.is_empty() && s.len() <= 256 => s,
             serde_json::Value::Number(n) => n.to_string(),
             _ => return Err(AuthFailure::Invalid),
         };
-        Ok(Identity { user_id, session_id: None })
+        Ok(Identity {
+            user_id,
+            session_id: None,
+        })
     }
 
     /// Signs a JWT for `user_id` (integration API `POST /v1/tokens`).
@@ -152,8 +169,16 @@ impl Authenticator {
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("no JWT signing key configured"))?;
         let now = time_fmt::now_ms() / 1000;
-        let claims = MintClaims { sub: user_id, iat: now, exp: now + ttl.as_secs() as i64 };
-        Ok(jsonwebtoken::encode(&Header::new(self.algorithm), &claims, key)?)
+        let claims = MintClaims {
+            sub: user_id,
+            iat: now,
+            exp: now + ttl.as_secs() as i64,
+        };
+        Ok(jsonwebtoken::encode(
+            &Header::new(self.algorithm),
+            &claims,
+            key,
+        )?)
     }
 
     fn session_key(&self, sid: &str) -> String {
@@ -165,16 +190,13 @@ impl Authenticator {
         if sid.is_empty() || sid.len() > 256 {
             return Err(AuthFailure::Invalid);
         }
-        let raw: Option<String> = self
-            .redis
-            .get(self.session_key(sid))
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "session store unreachable");
-                AuthFailure::Unavailable
-            })?;
+        let raw: Option<String> = self.redis.get(self.session_key(sid)).await.map_err(|e| {
+            tracing::warn!(error = %e, "session store unreachable");
+            AuthFailure::Unavailable
+        })?;
         let raw = raw.ok_or(AuthFailure::Invalid)?;
-        let value: serde_json::Value = serde_json::from_str(&raw).map_err(|_| AuthFailure::Invalid)?;
+        let value: serde_json::Value =
+            serde_json::from_str(&raw).map_err(|_| AuthFailure::Invalid)?;
         if let Some(expires) = value.pointer("/cookie/expires").and_then(|v| v.as_str())
             && time_fmt::parse_iso_ms(expires).is_some_and(|t| t <= time_fmt::now_ms())
         {
@@ -189,11 +211,18 @@ impl Authenticator {
                 _ => None,
             })
             .ok_or(AuthFailure::Invalid)?;
-        Ok(Identity { user_id: user, session_id: Some(sid.to_string()) })
+        Ok(Identity {
+            user_id: user,
+            session_id: Some(sid.to_string()),
+        })
     }
 
     /// Creates a session for `user_id` in the store, in express-session's JSON form.
-    pub async fn create_session(&self, user_id: &str, ttl: Option<Duration>) -> anyhow::Result<NewSession> {
+    pub async fn create_session(
+        &self,
+        user_id: &str,
+        ttl: Option<Duration>,
+    ) -> anyhow::Result<NewSession> {
         let ttl = ttl.unwrap_or(self.session_ttl);
         let sid = random_session_id();
         let expires_at_ms = time_fmt::now_ms() + ttl.as_millis() as i64;
@@ -217,7 +246,11 @@ impl Authenticator {
             )
             .await?;
         let cookie = format!("{}={}", self.cookie_name, self.signed_cookie_value(&sid));
-        Ok(NewSession { token: sid, cookie, expires_at_ms })
+        Ok(NewSession {
+            token: sid,
+            cookie,
+            expires_at_ms,
+        })
     }
 
     /// Deletes a session; answers whether it existed.
@@ -237,17 +270,26 @@ impl Authenticator {
         let decoded = percent_decode_str(value).decode_utf8().ok()?;
         let rest = decoded.strip_prefix("s:")?;
         let (sid, sig) = rest.rsplit_once('.')?;
-        let sig = base64::engine::general_purpose::STANDARD_NO_PAD.decode(sig.trim_end_matches('=')).ok()?;
-        self.session_secrets.iter().any(|secret| {
-            let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
-            mac.update(sid.as_bytes());
-            mac.verify_slice(&sig).is_ok()
-        })
-        .then(|| sid.to_string())
+        let sig = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(sig.trim_end_matches('='))
+            .ok()?;
+        self.session_secrets
+            .iter()
+            .any(|secret| {
+                let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+                    .expect("HMAC takes any key length");
+                mac.update(sid.as_bytes());
+                mac.verify_slice(&sig).is_ok()
+            })
+            .then(|| sid.to_string())
     }
 
     /// Authenticates from a `Cookie` header, checking `Origin` against the allow-list.
-    pub async fn verify_cookie(&self, cookie_header: Option<&str>, origin: Option<&str>) -> Result<Identity, AuthFailure> {
+    pub async fn verify_cookie(
+        &self,
+        cookie_header: Option<&str>,
+        origin: Option<&str>,
+    ) -> Result<Identity, AuthFailure> {
         let value = cookie_header
             .and_then(|h| find_cookie(h, &self.cookie_name))
             .ok_or(AuthFailure::Missing)?;
@@ -291,7 +333,8 @@ const COOKIE_ENCODE: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC
     .remove(b')');
 
 fn sign(secret: &str, sid: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(sid.as_bytes());
     base64::engine::general_purpose::STANDARD_NO_PAD.encode(mac.finalize().into_bytes())
 }
@@ -325,25 +368,37 @@ mod tests {
     #[test]
     fn express_session_signature_matches_cookie_signature() {
         // cookie-signature's own test vector: sign('hello', 'tobiiscool').
-        assert_eq!(sign("tobiiscool", "hello"), "DGDUkGlIkCzPz+C0B064FNgHdEjox7ch8tOBGslZ5QI");
+        assert_eq!(
+            sign("tobiiscool", "hello"),
+            "DGDUkGlIkCzPz+C0B064FNgHdEjox7ch8tOBGslZ5QI"
+        );
     }
 
     #[test]
     fn finds_cookie_among_others() {
-        assert_eq!(find_cookie("a=1; connect.sid=s%3Ax.y; b=2", "connect.sid"), Some("s%3Ax.y"));
+        assert_eq!(
+            find_cookie("a=1; connect.sid=s%3Ax.y; b=2", "connect.sid"),
+            Some("s%3Ax.y")
+        );
         assert_eq!(find_cookie("a=1", "connect.sid"), None);
     }
 
     fn authenticator(secrets: &[&str]) -> Authenticator {
         let mut config = Config::from_env().expect("defaults are valid");
         config.session_secrets = secrets.iter().map(|s| s.to_string()).collect();
-        let redis = fred::prelude::Builder::default_centralized().build().expect("client");
+        let redis = fred::prelude::Builder::default_centralized()
+            .build()
+            .expect("client");
         Authenticator::new(&config, redis).expect("authenticator")
     }
 
     fn encode(header: &str, claims: serde_json::Value, key: &[u8]) -> String {
         let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
-        let unsigned = format!("{}.{}", b64(header.as_bytes()), b64(claims.to_string().as_bytes()));
+        let unsigned = format!(
+            "{}.{}",
+            b64(header.as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
         let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
         mac.update(unsigned.as_bytes());
         format!("{unsigned}.{}", b64(&mac.finalize().into_bytes()))
@@ -358,18 +413,34 @@ mod tests {
         let secret = Config::from_env().unwrap().jwt_secret;
         let now = time_fmt::now_ms() / 1000;
         let hs256 = r#"{"alg":"HS256","typ":"JWT"}"#;
-        let expired = encode(hs256, serde_json::json!({"sub": "u1", "exp": now - 10}), secret.as_bytes());
+        let expired = encode(
+            hs256,
+            serde_json::json!({"sub": "u1", "exp": now - 10}),
+            secret.as_bytes(),
+        );
         assert_eq!(a.verify_jwt(&expired), Err(AuthFailure::Expired));
         let no_exp = encode(hs256, serde_json::json!({"sub": "u1"}), secret.as_bytes());
         assert_eq!(a.verify_jwt(&no_exp), Err(AuthFailure::Invalid));
-        let forged = encode(hs256, serde_json::json!({"sub": "u1", "exp": now + 60}), b"another-secret");
+        let forged = encode(
+            hs256,
+            serde_json::json!({"sub": "u1", "exp": now + 60}),
+            b"another-secret",
+        );
         assert_eq!(a.verify_jwt(&forged), Err(AuthFailure::Invalid));
 
         // `alg: none` with an empty signature, and a different HMAC algorithm, are refused.
         let b64 = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.as_bytes());
-        let none = format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(&serde_json::json!({"sub": "u1", "exp": now + 60}).to_string()));
+        let none = format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none"}"#),
+            b64(&serde_json::json!({"sub": "u1", "exp": now + 60}).to_string())
+        );
         assert_eq!(a.verify_jwt(&none), Err(AuthFailure::Invalid));
-        let hs384 = encode(r#"{"alg":"HS384"}"#, serde_json::json!({"sub": "u1", "exp": now + 60}), secret.as_bytes());
+        let hs384 = encode(
+            r#"{"alg":"HS384"}"#,
+            serde_json::json!({"sub": "u1", "exp": now + 60}),
+            secret.as_bytes(),
+        );
         assert_eq!(a.verify_jwt(&hs384), Err(AuthFailure::Invalid));
     }
 

@@ -38,7 +38,14 @@ async fn outbox_sweeper(gw: Arc<Gateway>) {
             limit: 200,
             lease_ms: 10_000,
         };
-        let events = match clients.call("messages", "ClaimUndelivered", clients.messages.clone().claim_undelivered(req)).await {
+        let events = match clients
+            .call(
+                "messages",
+                "ClaimUndelivered",
+                clients.messages.clone().claim_undelivered(req),
+            )
+            .await
+        {
             Ok(r) => r.events,
             Err(e) => {
                 tracing::debug!(error = %e, "outbox sweep skipped");
@@ -47,7 +54,10 @@ async fn outbox_sweeper(gw: Arc<Gateway>) {
         };
         let mut delivered = Vec::new();
         for ev in events {
-            let (Some(kind), Ok(message)) = (MessageEvent::parse(&ev.event), Message::try_from(ev.message)) else {
+            let (Some(kind), Ok(message)) = (
+                MessageEvent::parse(&ev.event),
+                Message::try_from(ev.message),
+            ) else {
                 tracing::warn!(outbox_id = ev.outbox_id, "unreadable outbox entry");
                 continue;
             };
@@ -58,8 +68,17 @@ async fn outbox_sweeper(gw: Arc<Gateway>) {
         }
         if !delivered.is_empty() {
             let n = delivered.len();
-            let req = pmsg::MarkDeliveredRequest { outbox_ids: delivered };
-            match clients.call("messages", "MarkDelivered", clients.messages.clone().mark_delivered(req)).await {
+            let req = pmsg::MarkDeliveredRequest {
+                outbox_ids: delivered,
+            };
+            match clients
+                .call(
+                    "messages",
+                    "MarkDelivered",
+                    clients.messages.clone().mark_delivered(req),
+                )
+                .await
+            {
                 Ok(_) => tracing::info!(count = n, "redelivered stored events"),
                 Err(e) => tracing::warn!(error = %e, "could not confirm redelivery"),
             }
@@ -75,9 +94,14 @@ async fn presence_refresher(gw: Arc<Gateway>) {
         tick.tick().await;
         let sockets = gw.local_sockets();
         for chunk in sockets.chunks(1000) {
-            let req = pp::RefreshRequest { sockets: chunk.to_vec() };
+            let req = pp::RefreshRequest {
+                sockets: chunk.to_vec(),
+            };
             let clients = &gw.core.clients;
-            if let Err(e) = clients.call("presence", "Refresh", clients.presence.clone().refresh(req)).await {
+            if let Err(e) = clients
+                .call("presence", "Refresh", clients.presence.clone().refresh(req))
+                .await
+            {
                 tracing::warn!(error = %e, "presence refresh failed");
             }
         }
@@ -89,9 +113,20 @@ async fn presence_refresher(gw: Arc<Gateway>) {
 #[serde(tag = "type", rename_all = "camelCase")]
 enum PresenceEvent {
     #[serde(rename = "presence", rename_all = "camelCase")]
-    Presence { namespace: String, user_id: String, status: String, at_ms: i64 },
+    Presence {
+        namespace: String,
+        user_id: String,
+        status: String,
+        at_ms: i64,
+    },
     #[serde(rename = "typing", rename_all = "camelCase")]
-    Typing { namespace: String, room_kind: String, room_id: String, user_id: String, typing: bool },
+    Typing {
+        namespace: String,
+        room_kind: String,
+        room_id: String,
+        user_id: String,
+        typing: bool,
+    },
 }
 
 /// Every node receives every transition and emits it to its own sockets only.
@@ -115,7 +150,9 @@ async fn subscribe_presence_events(gw: Arc<Gateway>) -> anyhow::Result<JoinHandl
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             };
-            let Some(text) = msg.value.as_str() else { continue };
+            let Some(text) = msg.value.as_str() else {
+                continue;
+            };
             let event = match serde_json::from_str::<PresenceEvent>(&text) {
                 Ok(e) => e,
                 Err(e) => {
@@ -131,7 +168,12 @@ async fn subscribe_presence_events(gw: Arc<Gateway>) -> anyhow::Result<JoinHandl
 
 async fn deliver(gw: &Gateway, event: PresenceEvent) {
     match event {
-        PresenceEvent::Presence { namespace, user_id, status, at_ms } => {
+        PresenceEvent::Presence {
+            namespace,
+            user_id,
+            status,
+            at_ms,
+        } => {
             if !gw.core.fanout.namespaces().contains(&namespace) {
                 return;
             }
@@ -142,11 +184,23 @@ async fn deliver(gw: &Gateway, event: PresenceEvent) {
                     return;
                 }
             };
-            gw.core.fanout.presence(&namespace, &user_id, status == "online", at_ms, &contacts).await;
+            gw.core
+                .fanout
+                .presence(&namespace, &user_id, status == "online", at_ms, &contacts)
+                .await;
         }
-        PresenceEvent::Typing { namespace, room_kind, room_id, user_id, typing } => {
+        PresenceEvent::Typing {
+            namespace,
+            room_kind,
+            room_id,
+            user_id,
+            typing,
+        } => {
             let room = RoomKey::new(room_kind, room_id);
-            gw.core.fanout.typing(&namespace, &room, &user_id, typing, true).await;
+            gw.core
+                .fanout
+                .typing(&namespace, &room, &user_id, typing, true)
+                .await;
         }
     }
 }

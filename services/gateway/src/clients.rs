@@ -13,7 +13,10 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 
-use crate::{config::Config, metrics::{GrpcLabels, Metrics}};
+use crate::{
+    config::Config,
+    metrics::{GrpcLabels, Metrics},
+};
 
 type Interceptor = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
 type Traced = InterceptedService<Channel, Interceptor>;
@@ -40,7 +43,10 @@ impl Clients {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let i: Interceptor = inject_trace_context;
         Ok(Self {
-            membership: MembershipClient::with_interceptor(channel(&config.membership_url, config)?, i),
+            membership: MembershipClient::with_interceptor(
+                channel(&config.membership_url, config)?,
+                i,
+            ),
             messages: MessagesClient::with_interceptor(channel(&config.messages_url, config)?, i),
             presence: PresenceClient::with_interceptor(channel(&config.presence_url, config)?, i),
             metrics,
@@ -58,8 +64,14 @@ impl Clients {
         let result = fut.await;
         self.metrics
             .grpc
-            .get_or_create(&GrpcLabels { service, method, ok: result.is_ok() })
+            .get_or_create(&GrpcLabels {
+                service,
+                method,
+                ok: result.is_ok(),
+            })
             .observe(start.elapsed().as_secs_f64());
-        result.map(tonic::Response::into_inner).map_err(DomainError::from)
+        result
+            .map(tonic::Response::into_inner)
+            .map_err(DomainError::from)
     }
 }

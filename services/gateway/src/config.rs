@@ -73,22 +73,31 @@ fn ms(name: &str, default: u64) -> anyhow::Result<Duration> {
 impl Config {
     pub fn from_env() -> anyhow::Result<Self> {
         let admin_token: Option<String> = env_opt("ADMIN_TOKEN")?;
-        let jwt_algorithm = match env_or("JWT_ALGORITHM", "HS256".to_string())?.to_ascii_uppercase().as_str() {
+        let jwt_algorithm = match env_or("JWT_ALGORITHM", "HS256".to_string())?
+            .to_ascii_uppercase()
+            .as_str()
+        {
             "HS256" => JwtAlgorithm::Hs256,
             "RS256" => JwtAlgorithm::Rs256,
             "ES256" => JwtAlgorithm::Es256,
-            other => anyhow::bail!("SWITCHBOARD_JWT_ALGORITHM={other:?}: expected HS256, RS256 or ES256"),
+            other => {
+                anyhow::bail!("SWITCHBOARD_JWT_ALGORITHM={other:?}: expected HS256, RS256 or ES256")
+            }
         };
         let read_pem = |name: &str| -> anyhow::Result<Option<String>> {
             match env_opt::<String>(name)? {
                 Some(path) => Ok(Some(
-                    std::fs::read_to_string(&path).with_context(|| format!("SWITCHBOARD_{name}={path}"))?,
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("SWITCHBOARD_{name}={path}"))?,
                 )),
                 None => Ok(None),
             }
         };
         let list = |s: String| -> Vec<String> {
-            s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect()
+            s.split(',')
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect()
         };
         let default_node = format!(
             "{}-{}",
@@ -134,23 +143,53 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        ensure(!self.admin_token.is_empty(), "SWITCHBOARD_ADMIN_TOKEN must not be empty")?;
-        ensure(!self.session_secrets.is_empty(), "SWITCHBOARD_SESSION_SECRET must not be empty")?;
-        ensure(self.chat_namespace.starts_with('/'), "SWITCHBOARD_CHAT_NAMESPACE must start with '/'")?;
-        ensure(self.chat_rate_limit > 0, "SWITCHBOARD_CHAT_RATE_LIMIT must be positive")?;
-        ensure(!self.chat_rate_window.is_zero(), "SWITCHBOARD_CHAT_RATE_WINDOW_MS must be positive")?;
-        ensure(!self.presence_refresh.is_zero(), "SWITCHBOARD_PRESENCE_REFRESH_MS must be positive")?;
-        ensure(self.max_payload_bytes >= 1024, "SWITCHBOARD_MAX_PAYLOAD_BYTES must be at least 1024")?;
-        ensure(self.max_rooms_per_socket > 0, "SWITCHBOARD_MAX_ROOMS_PER_SOCKET must be positive")?;
+        ensure(
+            !self.admin_token.is_empty(),
+            "SWITCHBOARD_ADMIN_TOKEN must not be empty",
+        )?;
+        ensure(
+            !self.session_secrets.is_empty(),
+            "SWITCHBOARD_SESSION_SECRET must not be empty",
+        )?;
+        ensure(
+            self.chat_namespace.starts_with('/'),
+            "SWITCHBOARD_CHAT_NAMESPACE must start with '/'",
+        )?;
+        ensure(
+            self.chat_rate_limit > 0,
+            "SWITCHBOARD_CHAT_RATE_LIMIT must be positive",
+        )?;
+        ensure(
+            !self.chat_rate_window.is_zero(),
+            "SWITCHBOARD_CHAT_RATE_WINDOW_MS must be positive",
+        )?;
+        ensure(
+            !self.presence_refresh.is_zero(),
+            "SWITCHBOARD_PRESENCE_REFRESH_MS must be positive",
+        )?;
+        ensure(
+            self.max_payload_bytes >= 1024,
+            "SWITCHBOARD_MAX_PAYLOAD_BYTES must be at least 1024",
+        )?;
+        ensure(
+            self.max_rooms_per_socket > 0,
+            "SWITCHBOARD_MAX_ROOMS_PER_SOCKET must be positive",
+        )?;
         match self.jwt_algorithm {
-            JwtAlgorithm::Hs256 => ensure(self.jwt_secret.len() >= 8, "SWITCHBOARD_JWT_SECRET must have at least 8 bytes")?,
+            JwtAlgorithm::Hs256 => ensure(
+                self.jwt_secret.len() >= 8,
+                "SWITCHBOARD_JWT_SECRET must have at least 8 bytes",
+            )?,
             _ => ensure(
                 self.jwt_public_key_pem.is_some(),
                 "RS256/ES256 need SWITCHBOARD_JWT_PUBLIC_KEY_FILE",
             )?,
         }
         for o in &self.allowed_origins {
-            ensure(o.starts_with("http://") || o.starts_with("https://"), format!("origin {o:?} must start with http:// or https://"))?;
+            ensure(
+                o.starts_with("http://") || o.starts_with("https://"),
+                format!("origin {o:?} must start with http:// or https://"),
+            )?;
         }
         Ok(())
     }

@@ -19,14 +19,20 @@ pub struct RoomKey {
 
 impl RoomKey {
     pub fn new(kind: impl Into<String>, id: impl Into<String>) -> Self {
-        Self { kind: kind.into(), id: id.into() }
+        Self {
+            kind: kind.into(),
+            id: id.into(),
+        }
     }
     /// The Socket.IO room of this room, the same in every dialect: `<kind>:<id>`.
     pub fn socket_room(&self) -> String {
         format!("{}:{}", self.kind, self.id)
     }
     pub fn to_proto(&self) -> pc::RoomRef {
-        pc::RoomRef { kind: self.kind.clone(), id: self.id.clone() }
+        pc::RoomRef {
+            kind: self.kind.clone(),
+            id: self.id.clone(),
+        }
     }
 }
 
@@ -34,7 +40,10 @@ impl TryFrom<Option<pc::RoomRef>> for RoomKey {
     type Error = DomainError;
     fn try_from(r: Option<pc::RoomRef>) -> Result<Self, DomainError> {
         let r = r.ok_or_else(|| DomainError::internal("service answered without a room"))?;
-        Ok(RoomKey { kind: r.kind, id: r.id })
+        Ok(RoomKey {
+            kind: r.kind,
+            id: r.id,
+        })
     }
 }
 
@@ -164,10 +173,15 @@ pub struct Member {
 impl TryFrom<pm::RoomDetail> for RoomInfo {
     type Error = DomainError;
     fn try_from(d: pm::RoomDetail) -> Result<Self, DomainError> {
-        let r = d.room.ok_or_else(|| DomainError::internal("room detail without room"))?;
+        let r = d
+            .room
+            .ok_or_else(|| DomainError::internal("room detail without room"))?;
         Ok(RoomInfo {
             room: RoomKey::try_from(r.room)?,
-            parent: r.parent.map(|p| RoomKey { kind: p.kind, id: p.id }),
+            parent: r.parent.map(|p| RoomKey {
+                kind: p.kind,
+                id: p.id,
+            }),
             title: r.title,
             kind_type: r.r#type,
             created_by: r.created_by,
@@ -176,7 +190,11 @@ impl TryFrom<pm::RoomDetail> for RoomInfo {
             members: d
                 .members
                 .into_iter()
-                .map(|m| Member { user_id: m.user_id, role: m.role, granted_at_ms: m.granted_at_ms })
+                .map(|m| Member {
+                    user_id: m.user_id,
+                    role: m.role,
+                    granted_at_ms: m.granted_at_ms,
+                })
                 .collect(),
         })
     }
@@ -255,27 +273,47 @@ pub struct Core {
 
 impl Core {
     pub fn new(clients: Clients, fanout: Arc<Fanout>, redis: Client, config: Arc<Config>) -> Self {
-        Self { clients, fanout, redis, rate_script: Script::from_lua(RATE_LUA), config }
+        Self {
+            clients,
+            fanout,
+            redis,
+            rate_script: Script::from_lua(RATE_LUA),
+            config,
+        }
     }
 
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    pub async fn authorize(&self, user_id: &str, room: &RoomKey, action: Action) -> Result<pm::AuthorizeResponse, DomainError> {
+    pub async fn authorize(
+        &self,
+        user_id: &str,
+        room: &RoomKey,
+        action: Action,
+    ) -> Result<pm::AuthorizeResponse, DomainError> {
         let req = pm::AuthorizeRequest {
             user_id: user_id.to_string(),
             room: Some(room.to_proto()),
             action: action.as_str().to_string(),
         };
         self.clients
-            .call("membership", "Authorize", self.clients.membership.clone().authorize(req))
+            .call(
+                "membership",
+                "Authorize",
+                self.clients.membership.clone().authorize(req),
+            )
             .await
     }
 
     /// Fails with FORBIDDEN unless allowed. A room that does not exist is FORBIDDEN too:
     /// existence is not revealed to users.
-    pub async fn require(&self, user_id: &str, room: &RoomKey, action: Action) -> Result<(), DomainError> {
+    pub async fn require(
+        &self,
+        user_id: &str,
+        room: &RoomKey,
+        action: Action,
+    ) -> Result<(), DomainError> {
         let decision = self.authorize(user_id, room, action).await?;
         if decision.room_exists && decision.allowed {
             Ok(())
@@ -286,13 +324,20 @@ impl Core {
 
     /// Sends a message on behalf of `cmd.sender_id`: permission, rate window (when a rule is
     /// given: sockets have one, the integration API does not), store, broadcast, confirm.
-    pub async fn send(&self, cmd: SendCommand, rate: Option<&RateRule>) -> Result<Sent, DomainError> {
-        self.require(&cmd.sender_id, &cmd.room, Action::Send).await?;
+    pub async fn send(
+        &self,
+        cmd: SendCommand,
+        rate: Option<&RateRule>,
+    ) -> Result<Sent, DomainError> {
+        self.require(&cmd.sender_id, &cmd.room, Action::Send)
+            .await?;
         if let Some(rule) = rate {
             let member = format!(
                 "{}\u{1f}{}",
                 cmd.room.socket_room(),
-                cmd.client_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+                cmd.client_id
+                    .clone()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
             );
             self.check_rate(rule, &cmd.sender_id, &member).await?;
         }
@@ -314,19 +359,34 @@ impl Core {
             .await?;
         let message = Message::try_from(resp.message)?;
         if resp.created {
-            self.broadcast_and_confirm(MessageEvent::New, &message, resp.outbox_id).await;
+            self.broadcast_and_confirm(MessageEvent::New, &message, resp.outbox_id)
+                .await;
         }
-        Ok(Sent { message, created: resp.created })
+        Ok(Sent {
+            message,
+            created: resp.created,
+        })
     }
 
     /// Broadcasts a stored event, then removes its outbox entry. When the broadcast fails (Redis
     /// away) the entry stays and a sweeper on some node delivers it later.
-    pub async fn broadcast_and_confirm(&self, event: MessageEvent, message: &Message, outbox_id: i64) {
+    pub async fn broadcast_and_confirm(
+        &self,
+        event: MessageEvent,
+        message: &Message,
+        outbox_id: i64,
+    ) {
         if self.fanout.message(event, message).await && outbox_id > 0 {
-            let req = pmsg::MarkDeliveredRequest { outbox_ids: vec![outbox_id] };
+            let req = pmsg::MarkDeliveredRequest {
+                outbox_ids: vec![outbox_id],
+            };
             if let Err(e) = self
                 .clients
-                .call("messages", "MarkDelivered", self.clients.messages.clone().mark_delivered(req))
+                .call(
+                    "messages",
+                    "MarkDelivered",
+                    self.clients.messages.clone().mark_delivered(req),
+                )
                 .await
             {
                 // Harmless: the sweeper will broadcast it once more.
@@ -335,11 +395,24 @@ impl Core {
         }
     }
 
-    async fn check_rate(&self, rule: &RateRule, user_id: &str, member: &str) -> Result<(), DomainError> {
+    async fn check_rate(
+        &self,
+        rule: &RateRule,
+        user_id: &str,
+        member: &str,
+    ) -> Result<(), DomainError> {
         let key = format!("{}rate:{}:{}", self.config.redis_prefix, rule.name, user_id);
         let allowed: i64 = self
             .rate_script
-            .evalsha_with_reload(&self.redis, key, vec![rule.window_ms.to_string(), rule.limit.to_string(), member.to_string()])
+            .evalsha_with_reload(
+                &self.redis,
+                key,
+                vec![
+                    rule.window_ms.to_string(),
+                    rule.limit.to_string(),
+                    member.to_string(),
+                ],
+            )
             .await
             .map_err(DomainError::unavailable)?;
         if allowed == 1 {
@@ -351,7 +424,14 @@ impl Core {
 
     /// Edits (or soft-deletes, when `content` is None) a message as `actor_id`: its sender, or
     /// anyone who may moderate the room.
-    pub async fn edit(&self, room: &RoomKey, message_id: i64, actor_id: &str, content: Option<String>, edit_window_ms: i64) -> Result<Message, DomainError> {
+    pub async fn edit(
+        &self,
+        room: &RoomKey,
+        message_id: i64,
+        actor_id: &str,
+        content: Option<String>,
+        edit_window_ms: i64,
+    ) -> Result<Message, DomainError> {
         let moderate = self.authorize(actor_id, room, Action::Moderate).await?;
         if !moderate.room_exists {
             return Err(DomainError::not_found("Room not found"));
@@ -366,7 +446,10 @@ impl Core {
                     actor_may_moderate: moderate.allowed,
                     edit_window_ms,
                 };
-                let m = self.clients.call("messages", "Edit", self.clients.messages.clone().edit(req)).await?;
+                let m = self
+                    .clients
+                    .call("messages", "Edit", self.clients.messages.clone().edit(req))
+                    .await?;
                 (m, MessageEvent::Edited)
             }
             None => {
@@ -377,7 +460,14 @@ impl Core {
                     actor_may_moderate: moderate.allowed,
                     edit_window_ms,
                 };
-                let m = self.clients.call("messages", "Delete", self.clients.messages.clone().delete(req)).await?;
+                let m = self
+                    .clients
+                    .call(
+                        "messages",
+                        "Delete",
+                        self.clients.messages.clone().delete(req),
+                    )
+                    .await?;
                 (m, MessageEvent::Deleted)
             }
         };
@@ -389,16 +479,43 @@ impl Core {
 
     /// Moves the user's read cursor forward (never back).
     /// `message_id` None: the client named no valid id, so no message of the room (NOT_FOUND).
-    pub async fn mark_read(&self, user_id: &str, room: &RoomKey, message_id: Option<i64>) -> Result<ReadResult, DomainError> {
+    pub async fn mark_read(
+        &self,
+        user_id: &str,
+        room: &RoomKey,
+        message_id: Option<i64>,
+    ) -> Result<ReadResult, DomainError> {
         self.require(user_id, room, Action::Read).await?;
         let message_id = message_id.ok_or_else(|| DomainError::not_found("Message not found"))?;
-        let req = pmsg::MarkReadRequest { room: Some(room.to_proto()), user_id: user_id.to_string(), message_id };
-        let r = self.clients.call("messages", "MarkRead", self.clients.messages.clone().mark_read(req)).await?;
-        Ok(ReadResult { moved: r.moved, message_id: r.message_id, read_at_ms: r.read_at_ms })
+        let req = pmsg::MarkReadRequest {
+            room: Some(room.to_proto()),
+            user_id: user_id.to_string(),
+            message_id,
+        };
+        let r = self
+            .clients
+            .call(
+                "messages",
+                "MarkRead",
+                self.clients.messages.clone().mark_read(req),
+            )
+            .await?;
+        Ok(ReadResult {
+            moved: r.moved,
+            message_id: r.message_id,
+            read_at_ms: r.read_at_ms,
+        })
     }
 
     /// A page of history. `user_id` None: the admin, who may read any existing room.
-    pub async fn history(&self, user_id: Option<&str>, room: &RoomKey, before: Option<i64>, after: Option<i64>, limit: u32) -> Result<HistoryPage, DomainError> {
+    pub async fn history(
+        &self,
+        user_id: Option<&str>,
+        room: &RoomKey,
+        before: Option<i64>,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<HistoryPage, DomainError> {
         if !(1..=100).contains(&limit) {
             return Err(DomainError::validation("limit must be between 1 and 100"));
         }
@@ -412,33 +529,84 @@ impl Core {
                 self.room(room).await?;
             }
         }
-        let req = pmsg::HistoryRequest { room: Some(room.to_proto()), before, after, limit };
-        let r = self.clients.call("messages", "History", self.clients.messages.clone().history(req)).await?;
-        let messages = r.messages.into_iter().map(Message::try_from).collect::<Result<_, _>>()?;
-        Ok(HistoryPage { messages, has_more: r.has_more })
+        let req = pmsg::HistoryRequest {
+            room: Some(room.to_proto()),
+            before,
+            after,
+            limit,
+        };
+        let r = self
+            .clients
+            .call(
+                "messages",
+                "History",
+                self.clients.messages.clone().history(req),
+            )
+            .await?;
+        let messages = r
+            .messages
+            .into_iter()
+            .map(Message::try_from)
+            .collect::<Result<_, _>>()?;
+        Ok(HistoryPage {
+            messages,
+            has_more: r.has_more,
+        })
     }
 
     /// Read cursors of the room's current members.
-    pub async fn receipts(&self, user_id: &str, room: &RoomKey) -> Result<Vec<pmsg::Receipt>, DomainError> {
+    pub async fn receipts(
+        &self,
+        user_id: &str,
+        room: &RoomKey,
+    ) -> Result<Vec<pmsg::Receipt>, DomainError> {
         self.require(user_id, room, Action::Read).await?;
         let info = self.room(room).await?;
-        let user_ids = info.members.iter().map(|m| m.user_id.clone()).collect::<Vec<_>>();
+        let user_ids = info
+            .members
+            .iter()
+            .map(|m| m.user_id.clone())
+            .collect::<Vec<_>>();
         if user_ids.is_empty() {
             return Ok(vec![]);
         }
-        let req = pmsg::ListReceiptsRequest { room: Some(room.to_proto()), user_ids };
-        let r = self.clients.call("messages", "ListReceipts", self.clients.messages.clone().list_receipts(req)).await?;
+        let req = pmsg::ListReceiptsRequest {
+            room: Some(room.to_proto()),
+            user_ids,
+        };
+        let r = self
+            .clients
+            .call(
+                "messages",
+                "ListReceipts",
+                self.clients.messages.clone().list_receipts(req),
+            )
+            .await?;
         Ok(r.receipts)
     }
 
     pub async fn room(&self, room: &RoomKey) -> Result<RoomInfo, DomainError> {
-        let d = self.clients.call("membership", "GetRoom", self.clients.membership.clone().get_room(room.to_proto())).await?;
+        let d = self
+            .clients
+            .call(
+                "membership",
+                "GetRoom",
+                self.clients.membership.clone().get_room(room.to_proto()),
+            )
+            .await?;
         RoomInfo::try_from(d)
     }
 
     /// Starts or stops typing. Answers whether anything changed (a repeated start does not);
     /// a user who may not type in the room is ignored (Ok(false)), as the contracts ask.
-    pub async fn typing(&self, namespace: &str, user_id: &str, room: &RoomKey, typing: bool, ttl_ms: i64) -> Result<bool, DomainError> {
+    pub async fn typing(
+        &self,
+        namespace: &str,
+        user_id: &str,
+        room: &RoomKey,
+        typing: bool,
+        ttl_ms: i64,
+    ) -> Result<bool, DomainError> {
         let d = self.authorize(user_id, room, Action::Typing).await?;
         if !(d.room_exists && d.allowed) {
             return Ok(false);
@@ -451,13 +619,29 @@ impl Core {
             typing,
             ttl_ms,
         };
-        let r = self.clients.call("presence", "Typing", self.clients.presence.clone().typing(req)).await?;
+        let r = self
+            .clients
+            .call(
+                "presence",
+                "Typing",
+                self.clients.presence.clone().typing(req),
+            )
+            .await?;
         Ok(r.changed)
     }
 
     pub async fn contacts(&self, user_id: &str) -> Result<Vec<String>, DomainError> {
-        let req = pm::ListContactsRequest { user_id: user_id.to_string() };
-        let r = self.clients.call("membership", "ListContacts", self.clients.membership.clone().list_contacts(req)).await?;
+        let req = pm::ListContactsRequest {
+            user_id: user_id.to_string(),
+        };
+        let r = self
+            .clients
+            .call(
+                "membership",
+                "ListContacts",
+                self.clients.membership.clone().list_contacts(req),
+            )
+            .await?;
         Ok(r.user_ids)
     }
 }

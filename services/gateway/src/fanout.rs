@@ -88,13 +88,23 @@ impl Fanout {
 
     /// A room's metadata or membership changed; `removed` lost their membership.
     pub async fn room_changed(&self, room: &RoomInfo, removed: Option<&str>) -> bool {
-        let emissions = self.chat.iter().filter_map(|c| c.room_changed(room, removed));
+        let emissions = self
+            .chat
+            .iter()
+            .filter_map(|c| c.room_changed(room, removed));
         self.emit_all(emissions.collect::<Vec<_>>()).await
     }
 
     /// A user came online or went offline in `namespace`; emitted by every node to its own
     /// sockets of the user's contacts.
-    pub async fn presence(&self, namespace: &str, user_id: &str, online: bool, at_ms: i64, contacts: &[String]) {
+    pub async fn presence(
+        &self,
+        namespace: &str,
+        user_id: &str,
+        online: bool,
+        at_ms: i64,
+        contacts: &[String],
+    ) {
         let emissions = self
             .chat
             .iter()
@@ -104,7 +114,14 @@ impl Fanout {
     }
 
     /// Typing started or stopped in a room.
-    pub async fn typing(&self, namespace: &str, room: &RoomKey, user_id: &str, typing: bool, local: bool) {
+    pub async fn typing(
+        &self,
+        namespace: &str,
+        room: &RoomKey,
+        user_id: &str,
+        typing: bool,
+        local: bool,
+    ) {
         let emissions = self
             .chat
             .iter()
@@ -118,7 +135,10 @@ impl Fanout {
         let names = rooms.iter().map(RoomKey::socket_room).collect::<Vec<_>>();
         for ns in self.namespaces() {
             if let Some(op) = self.io.of(&ns)
-                && let Err(e) = op.within(crate::core::user_room(user_id)).leave(names.clone()).await
+                && let Err(e) = op
+                    .within(crate::core::user_room(user_id))
+                    .leave(names.clone())
+                    .await
             {
                 tracing::warn!(error = %e, "could not remove sockets from rooms");
             }
@@ -126,7 +146,13 @@ impl Fanout {
     }
 
     /// A server-side event to a socket room, in `namespace` or in every namespace.
-    pub async fn publish(&self, namespace: Option<&str>, room: String, event: &str, data: &serde_json::Value) -> bool {
+    pub async fn publish(
+        &self,
+        namespace: Option<&str>,
+        room: String,
+        event: &str,
+        data: &serde_json::Value,
+    ) -> bool {
         let mut ok = true;
         for ns in self.namespaces() {
             if namespace.is_some_and(|n| n != ns) {

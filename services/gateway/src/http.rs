@@ -38,7 +38,8 @@ impl From<DomainError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = json!({
             "error": self.0.code.name(),
             "message": self.0.message,
@@ -68,15 +69,28 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
 fn validate_id(what: &str, id: &str) -> Result<(), DomainError> {
     if id.is_empty() || exceeds_chars(id, 256) {
-        return Err(DomainError::validation(format!("{what} must be 1-256 characters")));
+        return Err(DomainError::validation(format!(
+            "{what} must be 1-256 characters"
+        )));
     }
     Ok(())
 }
 
 fn room_key(kind: String, id: String) -> Result<RoomKey, DomainError> {
-    const KINDS: [&str; 7] = ["server", "channel", "conversation", "chat", "vault", "project", "study"];
+    const KINDS: [&str; 7] = [
+        "server",
+        "channel",
+        "conversation",
+        "chat",
+        "vault",
+        "project",
+        "study",
+    ];
     if !KINDS.contains(&kind.as_str()) {
-        return Err(DomainError::validation(format!("kind must be one of {}", KINDS.join(", "))));
+        return Err(DomainError::validation(format!(
+            "kind must be one of {}",
+            KINDS.join(", ")
+        )));
     }
     validate_id("roomId", &id)?;
     Ok(RoomKey::new(kind, id))
@@ -86,12 +100,21 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     let admin = Router::new()
         .route("/v1/users/{user_id}", put(put_user))
         .route("/v1/rooms/{kind}/{room_id}", put(put_room))
-        .route("/v1/rooms/{kind}/{room_id}/members/{user_id}", put(put_member).delete(delete_member))
+        .route(
+            "/v1/rooms/{kind}/{room_id}/members/{user_id}",
+            put(put_member).delete(delete_member),
+        )
         .route("/v1/sessions", post(create_session))
-        .route("/v1/sessions/{token}", axum::routing::delete(delete_session))
+        .route(
+            "/v1/sessions/{token}",
+            axum::routing::delete(delete_session),
+        )
         .route("/v1/tokens", post(create_token))
         .route("/v1/rooms/{kind}/{room_id}/messages", post(post_message))
-        .route("/v1/rooms/{kind}/{room_id}/messages/{message_id}", axum::routing::patch(patch_message).delete(delete_message))
+        .route(
+            "/v1/rooms/{kind}/{room_id}/messages/{message_id}",
+            axum::routing::patch(patch_message).delete(delete_message),
+        )
         .route("/v1/rooms/{kind}/{room_id}/events", post(post_room_event))
         .route("/v1/users/{user_id}/events", post(post_user_event))
         .route("/v1/users/{user_id}/disconnect", post(disconnect_user))
@@ -100,7 +123,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/rooms/{kind}/{room_id}/messages", get(room_history))
         .route("/v1/chats/{chat_id}/messages", get(chat_history))
         .route("/v1/chats/{chat_id}/receipts", get(chat_receipts))
-        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
     admin
@@ -119,7 +145,10 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
 }
 
@@ -132,7 +161,11 @@ async fn require_admin(State(gw): Gw, req: Request, next: Next) -> Response {
         next.run(req).await
     } else {
         gw.metrics.error("UNAUTHORIZED");
-        ApiError(DomainError::new(ErrorCode::Unauthorized, "Admin token required")).into_response()
+        ApiError(DomainError::new(
+            ErrorCode::Unauthorized,
+            "Admin token required",
+        ))
+        .into_response()
     }
 }
 
@@ -144,13 +177,23 @@ async fn caller(gw: &Gateway, headers: &HeaderMap) -> Result<Option<String>, Dom
     let h = |n: header::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
     let result = match bearer(headers) {
         Some(token) => gw.auth.verify_token(token).await,
-        None => gw.auth.verify_cookie(h(header::COOKIE), h(header::ORIGIN)).await,
+        None => {
+            gw.auth
+                .verify_cookie(h(header::COOKIE), h(header::ORIGIN))
+                .await
+        }
     };
     match result {
         Ok(identity) => Ok(Some(identity.user_id)),
         Err(AuthFailure::Unavailable) => Err(DomainError::of(ErrorCode::Unavailable)),
-        Err(AuthFailure::Expired) => Err(DomainError::new(ErrorCode::Unauthorized, "Credential expired")),
-        Err(_) => Err(DomainError::new(ErrorCode::Unauthorized, "Valid credential required")),
+        Err(AuthFailure::Expired) => Err(DomainError::new(
+            ErrorCode::Unauthorized,
+            "Credential expired",
+        )),
+        Err(_) => Err(DomainError::new(
+            ErrorCode::Unauthorized,
+            "Valid credential required",
+        )),
     }
 }
 
@@ -165,11 +208,27 @@ struct UserBody {
     role: Option<String>,
 }
 
-async fn put_user(State(gw): Gw, Path(user_id): Path<String>, ApiJson(b): ApiJson<UserBody>) -> ApiResult {
+async fn put_user(
+    State(gw): Gw,
+    Path(user_id): Path<String>,
+    ApiJson(b): ApiJson<UserBody>,
+) -> ApiResult {
     validate_id("userId", &user_id)?;
-    let req = pm::User { id: user_id, username: b.username, first_name: b.first_name, last_name: b.last_name, role: b.role };
+    let req = pm::User {
+        id: user_id,
+        username: b.username,
+        first_name: b.first_name,
+        last_name: b.last_name,
+        role: b.role,
+    };
     let c = &gw.core.clients;
-    let u = c.call("membership", "UpsertUser", c.membership.clone().upsert_user(req)).await?;
+    let u = c
+        .call(
+            "membership",
+            "UpsertUser",
+            c.membership.clone().upsert_user(req),
+        )
+        .await?;
     Ok(Json(json!({
         "id": u.id, "username": u.username, "firstName": u.first_name, "lastName": u.last_name, "role": u.role,
     }))
@@ -215,11 +274,18 @@ fn room_info_json(r: &crate::core::RoomInfo) -> Value {
     })
 }
 
-async fn put_room(State(gw): Gw, Path((kind, room_id)): Path<(String, String)>, ApiJson(b): ApiJson<RoomBody>) -> ApiResult {
+async fn put_room(
+    State(gw): Gw,
+    Path((kind, room_id)): Path<(String, String)>,
+    ApiJson(b): ApiJson<RoomBody>,
+) -> ApiResult {
     let room = room_key(kind, room_id)?;
     let before = gw.core.room(&room).await.ok();
     let parent = match b.parent {
-        Some(p) => Some(pc::RoomRef { kind: p.kind, id: id_value(&p.id)? }),
+        Some(p) => Some(pc::RoomRef {
+            kind: p.kind,
+            id: id_value(&p.id)?,
+        }),
         None => None,
     };
     let req = pm::UpsertRoomRequest {
@@ -230,11 +296,16 @@ async fn put_room(State(gw): Gw, Path((kind, room_id)): Path<(String, String)>, 
         created_by: b.created_by.as_ref().map(id_value).transpose()?,
     };
     let c = &gw.core.clients;
-    c.call("membership", "UpsertRoom", c.membership.clone().upsert_room(req)).await?;
+    c.call(
+        "membership",
+        "UpsertRoom",
+        c.membership.clone().upsert_room(req),
+    )
+    .await?;
     let after = gw.core.room(&room).await?;
-    let changed = before
-        .as_ref()
-        .is_some_and(|b| b.title != after.title || b.kind_type != after.kind_type || b.created_by != after.created_by);
+    let changed = before.as_ref().is_some_and(|b| {
+        b.title != after.title || b.kind_type != after.kind_type || b.created_by != after.created_by
+    });
     if changed {
         gw.core.fanout.room_changed(&after, None).await;
     }
@@ -246,27 +317,57 @@ struct MemberBody {
     role: String,
 }
 
-async fn put_member(State(gw): Gw, Path((kind, room_id, user_id)): Path<(String, String, String)>, ApiJson(b): ApiJson<MemberBody>) -> ApiResult {
+async fn put_member(
+    State(gw): Gw,
+    Path((kind, room_id, user_id)): Path<(String, String, String)>,
+    ApiJson(b): ApiJson<MemberBody>,
+) -> ApiResult {
     let room = room_key(kind, room_id)?;
     validate_id("userId", &user_id)?;
-    let req = pm::GrantMemberRequest { room: Some(room.to_proto()), user_id: user_id.clone(), role: b.role };
+    let req = pm::GrantMemberRequest {
+        room: Some(room.to_proto()),
+        user_id: user_id.clone(),
+        role: b.role,
+    };
     let c = &gw.core.clients;
-    let m = c.call("membership", "GrantMember", c.membership.clone().grant_member(req)).await?;
+    let m = c
+        .call(
+            "membership",
+            "GrantMember",
+            c.membership.clone().grant_member(req),
+        )
+        .await?;
     let info = gw.core.room(&room).await?;
     gw.core.fanout.room_changed(&info, None).await;
     Ok(Json(json!({ "userId": m.user_id, "role": m.role, "grantedAt": time_fmt::iso_ms(m.granted_at_ms) })).into_response())
 }
 
-async fn delete_member(State(gw): Gw, Path((kind, room_id, user_id)): Path<(String, String, String)>) -> ApiResult {
+async fn delete_member(
+    State(gw): Gw,
+    Path((kind, room_id, user_id)): Path<(String, String, String)>,
+) -> ApiResult {
     let room = room_key(kind, room_id)?;
     validate_id("userId", &user_id)?;
-    let req = pm::RevokeMemberRequest { room: Some(room.to_proto()), user_id: user_id.clone() };
+    let req = pm::RevokeMemberRequest {
+        room: Some(room.to_proto()),
+        user_id: user_id.clone(),
+    };
     let c = &gw.core.clients;
-    let r = c.call("membership", "RevokeMember", c.membership.clone().revoke_member(req)).await?;
+    let r = c
+        .call(
+            "membership",
+            "RevokeMember",
+            c.membership.clone().revoke_member(req),
+        )
+        .await?;
     if !r.removed {
         return Err(DomainError::not_found("Membership not found").into());
     }
-    let lost = r.lost_rooms.into_iter().map(|r| RoomKey::new(r.kind, r.id)).collect::<Vec<_>>();
+    let lost = r
+        .lost_rooms
+        .into_iter()
+        .map(|r| RoomKey::new(r.kind, r.id))
+        .collect::<Vec<_>>();
     gw.core.fanout.leave_rooms(&user_id, &lost).await;
     if let Ok(info) = gw.core.room(&room).await {
         gw.core.fanout.room_changed(&info, Some(&user_id)).await;
@@ -286,7 +387,9 @@ struct CredentialBody {
 fn ttl(b: &CredentialBody) -> Result<Option<Duration>, DomainError> {
     match b.ttl_seconds {
         Some(0) => Err(DomainError::validation("ttlSeconds must be positive")),
-        Some(s) if s > 366 * 86_400 => Err(DomainError::validation("ttlSeconds must be at most a year")),
+        Some(s) if s > 366 * 86_400 => {
+            Err(DomainError::validation("ttlSeconds must be at most a year"))
+        }
         Some(s) => Ok(Some(Duration::from_secs(s))),
         None => Ok(None),
     }
@@ -295,7 +398,11 @@ fn ttl(b: &CredentialBody) -> Result<Option<Duration>, DomainError> {
 async fn create_session(State(gw): Gw, ApiJson(b): ApiJson<CredentialBody>) -> ApiResult {
     let user = id_value(&b.user_id)?;
     validate_id("userId", &user)?;
-    let s = gw.auth.create_session(&user, ttl(&b)?).await.map_err(DomainError::unavailable)?;
+    let s = gw
+        .auth
+        .create_session(&user, ttl(&b)?)
+        .await
+        .map_err(DomainError::unavailable)?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "token": s.token, "cookie": s.cookie, "expiresAt": time_fmt::iso_ms(s.expires_at_ms) })),
@@ -304,7 +411,11 @@ async fn create_session(State(gw): Gw, ApiJson(b): ApiJson<CredentialBody>) -> A
 }
 
 async fn delete_session(State(gw): Gw, Path(token): Path<String>) -> ApiResult {
-    let existed = gw.auth.revoke_session(&token).await.map_err(DomainError::unavailable)?;
+    let existed = gw
+        .auth
+        .revoke_session(&token)
+        .await
+        .map_err(DomainError::unavailable)?;
     gw.core.fanout.disconnect_room(session_room(&token)).await;
     if !existed {
         return Err(DomainError::not_found("Session not found").into());
@@ -316,7 +427,10 @@ async fn create_token(State(gw): Gw, ApiJson(b): ApiJson<CredentialBody>) -> Api
     let user = id_value(&b.user_id)?;
     validate_id("userId", &user)?;
     let ttl = ttl(&b)?.unwrap_or(Duration::from_secs(3600));
-    let token = gw.auth.mint_jwt(&user, ttl).map_err(DomainError::internal)?;
+    let token = gw
+        .auth
+        .mint_jwt(&user, ttl)
+        .map_err(DomainError::internal)?;
     Ok((StatusCode::CREATED, Json(json!({ "token": token }))).into_response())
 }
 
@@ -357,14 +471,20 @@ struct PostMessageBody {
     file_id: Option<Value>,
 }
 
-async fn post_message(State(gw): Gw, Path((kind, room_id)): Path<(String, String)>, ApiJson(b): ApiJson<PostMessageBody>) -> ApiResult {
+async fn post_message(
+    State(gw): Gw,
+    Path((kind, room_id)): Path<(String, String)>,
+    ApiJson(b): ApiJson<PostMessageBody>,
+) -> ApiResult {
     let room = room_key(kind, room_id)?;
     if b.file_id.is_some() {
         return Err(DomainError::validation("file messages arrive with the files API").into());
     }
     let kind = b.kind.unwrap_or_else(|| "text".to_string());
     if kind != "text" {
-        return Err(DomainError::validation("only text messages can be posted without a file").into());
+        return Err(
+            DomainError::validation("only text messages can be posted without a file").into(),
+        );
     }
     if let Some(c) = &b.client_id
         && (c.is_empty() || exceeds_chars(c, 128))
@@ -381,12 +501,19 @@ async fn post_message(State(gw): Gw, Path((kind, room_id)): Path<(String, String
     };
     // Messages posted here do not count toward the sender's rate window.
     let sent = gw.core.send(cmd, None).await?;
-    let status = if sent.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if sent.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(message_json(&sent.message))).into_response())
 }
 
 fn message_id(s: &str) -> Result<i64, DomainError> {
-    s.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| DomainError::not_found("Message not found"))
+    s.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| DomainError::not_found("Message not found"))
 }
 
 #[derive(Deserialize)]
@@ -396,11 +523,18 @@ struct EditBody {
     actor_id: Value,
 }
 
-async fn patch_message(State(gw): Gw, Path((kind, room_id, mid)): Path<(String, String, String)>, ApiJson(b): ApiJson<EditBody>) -> ApiResult {
+async fn patch_message(
+    State(gw): Gw,
+    Path((kind, room_id, mid)): Path<(String, String, String)>,
+    ApiJson(b): ApiJson<EditBody>,
+) -> ApiResult {
     let room = room_key(kind, room_id)?;
     let actor = id_value(&b.actor_id)?;
     validate_id("actorId", &actor)?;
-    let m = gw.core.edit(&room, message_id(&mid)?, &actor, Some(b.content), 0).await?;
+    let m = gw
+        .core
+        .edit(&room, message_id(&mid)?, &actor, Some(b.content), 0)
+        .await?;
     Ok(Json(message_json(&m)).into_response())
 }
 
@@ -410,11 +544,20 @@ struct ActorQuery {
     actor_id: Option<String>,
 }
 
-async fn delete_message(State(gw): Gw, Path((kind, room_id, mid)): Path<(String, String, String)>, Query(q): Query<ActorQuery>) -> ApiResult {
+async fn delete_message(
+    State(gw): Gw,
+    Path((kind, room_id, mid)): Path<(String, String, String)>,
+    Query(q): Query<ActorQuery>,
+) -> ApiResult {
     let room = room_key(kind, room_id)?;
-    let actor = q.actor_id.ok_or_else(|| DomainError::validation("actorId is required"))?;
+    let actor = q
+        .actor_id
+        .ok_or_else(|| DomainError::validation("actorId is required"))?;
     validate_id("actorId", &actor)?;
-    let m = gw.core.edit(&room, message_id(&mid)?, &actor, None, 0).await?;
+    let m = gw
+        .core
+        .edit(&room, message_id(&mid)?, &actor, None, 0)
+        .await?;
     Ok(Json(message_json(&m)).into_response())
 }
 
@@ -449,18 +592,39 @@ fn history_args(q: &HistoryQuery) -> Result<HistoryArgs, DomainError> {
             .filter(|l| (1..=100).contains(l))
             .ok_or_else(|| DomainError::validation("limit must be between 1 and 100"))?,
     };
-    Ok(HistoryArgs { before: cursor(&q.before, "before")?, after: cursor(&q.after, "after")?, limit })
+    Ok(HistoryArgs {
+        before: cursor(&q.before, "before")?,
+        after: cursor(&q.after, "after")?,
+        limit,
+    })
 }
 
 /// The page and the cursor of the next one in the same direction (None at the end).
-async fn history_page(gw: &Gateway, caller: Option<&str>, room: &RoomKey, q: &HistoryQuery) -> Result<(Vec<Message>, bool, Option<i64>), DomainError> {
+async fn history_page(
+    gw: &Gateway,
+    caller: Option<&str>,
+    room: &RoomKey,
+    q: &HistoryQuery,
+) -> Result<(Vec<Message>, bool, Option<i64>), DomainError> {
     let a = history_args(q)?;
-    let page = gw.core.history(caller, room, a.before, a.after, a.limit).await?;
-    let next = if page.has_more { page.messages.last().map(|m| m.id) } else { None };
+    let page = gw
+        .core
+        .history(caller, room, a.before, a.after, a.limit)
+        .await?;
+    let next = if page.has_more {
+        page.messages.last().map(|m| m.id)
+    } else {
+        None
+    };
     Ok((page.messages, page.has_more, next))
 }
 
-async fn room_history(State(gw): Gw, headers: HeaderMap, Path((kind, room_id)): Path<(String, String)>, Query(q): Query<HistoryQuery>) -> ApiResult {
+async fn room_history(
+    State(gw): Gw,
+    headers: HeaderMap,
+    Path((kind, room_id)): Path<(String, String)>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult {
     let who = caller(&gw, &headers).await?;
     let room = room_key(kind, room_id)?;
     let (messages, has_more, next) = history_page(&gw, who.as_deref(), &room, &q).await?;
@@ -472,10 +636,17 @@ async fn room_history(State(gw): Gw, headers: HeaderMap, Path((kind, room_id)): 
     .into_response())
 }
 
-async fn chat_history(State(gw): Gw, headers: HeaderMap, Path(chat_id): Path<String>, Query(q): Query<HistoryQuery>) -> ApiResult {
+async fn chat_history(
+    State(gw): Gw,
+    headers: HeaderMap,
+    Path(chat_id): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult {
     let who = caller(&gw, &headers).await?;
     let room = room_key(chat::ROOM_KIND.to_string(), chat_id)?;
-    let (messages, has_more, next) = history_page(&gw, who.as_deref(), &room, &q).await.map_err(not_found_is_forbidden)?;
+    let (messages, has_more, next) = history_page(&gw, who.as_deref(), &room, &q)
+        .await
+        .map_err(not_found_is_forbidden)?;
     Ok(Json(json!({
         "messages": messages.iter().map(chat::message_json).collect::<Vec<_>>(),
         "hasMore": has_more,
@@ -486,10 +657,18 @@ async fn chat_history(State(gw): Gw, headers: HeaderMap, Path(chat_id): Path<Str
 
 /// On the `chat` routes a chat that does not exist answers 403, as for a non-member.
 fn not_found_is_forbidden(e: DomainError) -> DomainError {
-    if e.code == ErrorCode::NotFound { DomainError::forbidden() } else { e }
+    if e.code == ErrorCode::NotFound {
+        DomainError::forbidden()
+    } else {
+        e
+    }
 }
 
-async fn chat_receipts(State(gw): Gw, headers: HeaderMap, Path(chat_id): Path<String>) -> ApiResult {
+async fn chat_receipts(
+    State(gw): Gw,
+    headers: HeaderMap,
+    Path(chat_id): Path<String>,
+) -> ApiResult {
     let who = caller(&gw, &headers).await?;
     let room = room_key(chat::ROOM_KIND.to_string(), chat_id)?;
     let receipts = match who {
@@ -497,10 +676,23 @@ async fn chat_receipts(State(gw): Gw, headers: HeaderMap, Path(chat_id): Path<St
         None => {
             // The admin sees the same list without a membership check.
             let info = gw.core.room(&room).await?;
-            let user_ids = info.members.iter().map(|m| m.user_id.clone()).collect::<Vec<_>>();
-            let req = pmsg::ListReceiptsRequest { room: Some(room.to_proto()), user_ids };
+            let user_ids = info
+                .members
+                .iter()
+                .map(|m| m.user_id.clone())
+                .collect::<Vec<_>>();
+            let req = pmsg::ListReceiptsRequest {
+                room: Some(room.to_proto()),
+                user_ids,
+            };
             let c = &gw.core.clients;
-            c.call("messages", "ListReceipts", c.messages.clone().list_receipts(req)).await.map(|r| r.receipts)
+            c.call(
+                "messages",
+                "ListReceipts",
+                c.messages.clone().list_receipts(req),
+            )
+            .await
+            .map(|r| r.receipts)
         }
     }
     .map_err(not_found_is_forbidden)?;
@@ -526,26 +718,63 @@ struct EventBody {
 
 /// Event names Socket.IO reserves for itself.
 fn validate_event(name: &str) -> Result<(), DomainError> {
-    const RESERVED: [&str; 6] = ["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"];
+    const RESERVED: [&str; 6] = [
+        "connect",
+        "connect_error",
+        "disconnect",
+        "disconnecting",
+        "newListener",
+        "removeListener",
+    ];
     if name.is_empty() || name.len() > 128 || RESERVED.contains(&name) {
-        return Err(DomainError::validation("event must be a 1-128 character name that Socket.IO does not reserve"));
+        return Err(DomainError::validation(
+            "event must be a 1-128 character name that Socket.IO does not reserve",
+        ));
     }
     Ok(())
 }
 
-async fn post_room_event(State(gw): Gw, Path((kind, room_id)): Path<(String, String)>, ApiJson(b): ApiJson<EventBody>) -> ApiResult {
+async fn post_room_event(
+    State(gw): Gw,
+    Path((kind, room_id)): Path<(String, String)>,
+    ApiJson(b): ApiJson<EventBody>,
+) -> ApiResult {
     let room = room_key(kind, room_id)?;
     validate_event(&b.event)?;
-    if !gw.core.fanout.publish(b.namespace.as_deref(), room.socket_room(), &b.event, &b.data).await {
+    if !gw
+        .core
+        .fanout
+        .publish(
+            b.namespace.as_deref(),
+            room.socket_room(),
+            &b.event,
+            &b.data,
+        )
+        .await
+    {
         return Err(DomainError::of(ErrorCode::Unavailable).into());
     }
     Ok((StatusCode::ACCEPTED, Json(json!({ "ok": true }))).into_response())
 }
 
-async fn post_user_event(State(gw): Gw, Path(user_id): Path<String>, ApiJson(b): ApiJson<EventBody>) -> ApiResult {
+async fn post_user_event(
+    State(gw): Gw,
+    Path(user_id): Path<String>,
+    ApiJson(b): ApiJson<EventBody>,
+) -> ApiResult {
     validate_id("userId", &user_id)?;
     validate_event(&b.event)?;
-    if !gw.core.fanout.publish(b.namespace.as_deref(), user_room(&user_id), &b.event, &b.data).await {
+    if !gw
+        .core
+        .fanout
+        .publish(
+            b.namespace.as_deref(),
+            user_room(&user_id),
+            &b.event,
+            &b.data,
+        )
+        .await
+    {
         return Err(DomainError::of(ErrorCode::Unavailable).into());
     }
     Ok((StatusCode::ACCEPTED, Json(json!({ "ok": true }))).into_response())
@@ -556,7 +785,11 @@ struct DisconnectBody {
     reason: Option<String>,
 }
 
-async fn disconnect_user(State(gw): Gw, Path(user_id): Path<String>, body: axum::body::Bytes) -> ApiResult {
+async fn disconnect_user(
+    State(gw): Gw,
+    Path(user_id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
     validate_id("userId", &user_id)?;
     // The body is optional.
     let body: DisconnectBody = if body.is_empty() {
@@ -564,7 +797,9 @@ async fn disconnect_user(State(gw): Gw, Path(user_id): Path<String>, body: axum:
     } else {
         serde_json::from_slice(&body).map_err(|_| DomainError::validation("Invalid body"))?
     };
-    let reason = body.reason.unwrap_or_else(|| "disconnected by the server".to_string());
+    let reason = body
+        .reason
+        .unwrap_or_else(|| "disconnected by the server".to_string());
     tracing::info!(%user_id, %reason, "disconnecting user");
     if !gw.core.fanout.disconnect_room(user_room(&user_id)).await {
         return Err(DomainError::of(ErrorCode::Unavailable).into());
@@ -576,12 +811,24 @@ async fn disconnect_user(State(gw): Gw, Path(user_id): Path<String>, body: axum:
 
 async fn readyz(State(gw): Gw) -> Response {
     if gw.is_draining() {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" }))).into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "draining" })),
+        )
+            .into_response();
     }
     let c = &gw.core.clients;
-    let redis = fred::prelude::ClientLike::ping::<String>(&gw.redis, None).await.is_ok();
+    let redis = fred::prelude::ClientLike::ping::<String>(&gw.redis, None)
+        .await
+        .is_ok();
     let membership = c
-        .call("membership", "ListContacts", c.membership.clone().list_contacts(pm::ListContactsRequest { user_id: "readyz".into() }))
+        .call(
+            "membership",
+            "ListContacts",
+            c.membership.clone().list_contacts(pm::ListContactsRequest {
+                user_id: "readyz".into(),
+            }),
+        )
         .await
         .is_ok();
     let messages = c
@@ -589,18 +836,32 @@ async fn readyz(State(gw): Gw) -> Response {
             "messages",
             "ListReceipts",
             c.messages.clone().list_receipts(pmsg::ListReceiptsRequest {
-                room: Some(pc::RoomRef { kind: "chat".into(), id: "readyz".into() }),
+                room: Some(pc::RoomRef {
+                    kind: "chat".into(),
+                    id: "readyz".into(),
+                }),
                 user_ids: vec!["readyz".into()],
             }),
         )
         .await
         .is_ok();
     let presence = c
-        .call("presence", "GetPresence", c.presence.clone().get_presence(pp::GetPresenceRequest { namespace: "/".into(), user_ids: vec![] }))
+        .call(
+            "presence",
+            "GetPresence",
+            c.presence.clone().get_presence(pp::GetPresenceRequest {
+                namespace: "/".into(),
+                user_ids: vec![],
+            }),
+        )
         .await
         .is_ok();
     let ok = redis && membership && messages && presence;
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
         status,
         Json(json!({ "status": if ok { "ready" } else { "unavailable" }, "redis": redis, "membership": membership, "messages": messages, "presence": presence })),
@@ -610,7 +871,10 @@ async fn readyz(State(gw): Gw) -> Response {
 
 async fn metrics(State(gw): Gw) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         gw.metrics.render(),
     )
         .into_response()

@@ -81,27 +81,54 @@ impl Gateway {
     }
 
     fn socket_ref(&self, namespace: &str, s: &SocketRef<Adapter>, user_id: &str) -> pp::SocketRef {
-        pp::SocketRef { namespace: namespace.to_string(), user_id: user_id.to_string(), socket_id: s.id.to_string() }
+        pp::SocketRef {
+            namespace: namespace.to_string(),
+            user_id: user_id.to_string(),
+            socket_id: s.id.to_string(),
+        }
     }
 
     /// Handshake authentication shared by every dialect.
-    async fn authenticate(&self, s: &SocketRef<Adapter>, auth: Option<Value>) -> Result<Identity, AuthFailure> {
+    async fn authenticate(
+        &self,
+        s: &SocketRef<Adapter>,
+        auth: Option<Value>,
+    ) -> Result<Identity, AuthFailure> {
         let parts = s.req_parts();
-        let auth_token = auth.as_ref().and_then(|a| a.get("token")).and_then(|t| t.as_str());
+        let auth_token = auth
+            .as_ref()
+            .and_then(|a| a.get("token"))
+            .and_then(|t| t.as_str());
         let query_token = parts.uri.query().and_then(|q| {
             q.split('&').find_map(|kv| {
                 let (k, v) = kv.split_once('=')?;
-                (k == "token").then(|| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
+                (k == "token").then(|| {
+                    percent_encoding::percent_decode_str(v)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                })
             })
         });
-        let header = |name: ::http::header::HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let header = |name: ::http::header::HeaderName| {
+            parts.headers.get(name).and_then(|v| v.to_str().ok())
+        };
         self.auth
-            .authenticate(auth_token, query_token.as_deref(), header(::http::header::COOKIE), header(::http::header::ORIGIN))
+            .authenticate(
+                auth_token,
+                query_token.as_deref(),
+                header(::http::header::COOKIE),
+                header(::http::header::ORIGIN),
+            )
             .await
     }
 
     /// After a successful handshake: personal and session rooms, presence, bookkeeping.
-    async fn on_connected(self: &Arc<Self>, namespace: &str, s: &SocketRef<Adapter>, identity: &Identity) {
+    async fn on_connected(
+        self: &Arc<Self>,
+        namespace: &str,
+        s: &SocketRef<Adapter>,
+        identity: &Identity,
+    ) {
         s.join(user_room(&identity.user_id));
         if let Some(sid) = &identity.session_id {
             s.join(session_room(sid));
@@ -109,7 +136,10 @@ impl Gateway {
         self.metrics.connections.inc();
         self.sockets.lock().expect("socket registry").insert(
             s.id.to_string(),
-            LocalSocket { namespace: namespace.to_string(), user_id: identity.user_id.clone() },
+            LocalSocket {
+                namespace: namespace.to_string(),
+                user_id: identity.user_id.clone(),
+            },
         );
         let req = pp::AddSocketRequest {
             socket: Some(self.socket_ref(namespace, s, &identity.user_id)),
@@ -123,7 +153,14 @@ impl Gateway {
             ip: None,
         };
         let clients = &self.core.clients;
-        if let Err(e) = clients.call("presence", "AddSocket", clients.presence.clone().add_socket(req)).await {
+        if let Err(e) = clients
+            .call(
+                "presence",
+                "AddSocket",
+                clients.presence.clone().add_socket(req),
+            )
+            .await
+        {
             tracing::warn!(error = %e, "presence not recorded (the next refresh retries)");
         }
         let gw = self.clone();
@@ -131,10 +168,22 @@ impl Gateway {
         let user = identity.user_id.clone();
         s.on_disconnect(move |s: SocketRef<Adapter>| async move {
             gw.metrics.connections.dec();
-            gw.sockets.lock().expect("socket registry").remove(&s.id.to_string());
-            let req = pp::RemoveSocketRequest { socket: Some(gw.socket_ref(&ns, &s, &user)) };
+            gw.sockets
+                .lock()
+                .expect("socket registry")
+                .remove(&s.id.to_string());
+            let req = pp::RemoveSocketRequest {
+                socket: Some(gw.socket_ref(&ns, &s, &user)),
+            };
             let clients = &gw.core.clients;
-            if let Err(e) = clients.call("presence", "RemoveSocket", clients.presence.clone().remove_socket(req)).await {
+            if let Err(e) = clients
+                .call(
+                    "presence",
+                    "RemoveSocket",
+                    clients.presence.clone().remove_socket(req),
+                )
+                .await
+            {
                 tracing::warn!(error = %e, "presence removal failed (expires by TTL)");
             }
         });
@@ -142,12 +191,23 @@ impl Gateway {
 
     /// Extends the presence TTL of one socket (on `presence:ping`).
     pub async fn refresh_presence_of(&self, s: &SocketRef<Adapter>) {
-        let Some(entry) = self.sockets.lock().expect("socket registry").get(&s.id.to_string()).cloned() else {
+        let Some(entry) = self
+            .sockets
+            .lock()
+            .expect("socket registry")
+            .get(&s.id.to_string())
+            .cloned()
+        else {
             return;
         };
-        let req = pp::RefreshRequest { sockets: vec![self.socket_ref(&entry.namespace, s, &entry.user_id)] };
+        let req = pp::RefreshRequest {
+            sockets: vec![self.socket_ref(&entry.namespace, s, &entry.user_id)],
+        };
         let clients = &self.core.clients;
-        if let Err(e) = clients.call("presence", "Refresh", clients.presence.clone().refresh(req)).await {
+        if let Err(e) = clients
+            .call("presence", "Refresh", clients.presence.clone().refresh(req))
+            .await
+        {
             tracing::debug!(error = %e, "presence refresh failed");
         }
     }
@@ -158,7 +218,11 @@ impl Gateway {
             .lock()
             .expect("socket registry")
             .iter()
-            .map(|(id, s)| pp::SocketRef { namespace: s.namespace.clone(), user_id: s.user_id.clone(), socket_id: id.clone() })
+            .map(|(id, s)| pp::SocketRef {
+                namespace: s.namespace.clone(),
+                user_id: s.user_id.clone(),
+                socket_id: id.clone(),
+            })
             .collect()
     }
 }
@@ -213,7 +277,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     if config.admin_token_is_default {
-        tracing::warn!(token = config::DEV_ADMIN_TOKEN, "SWITCHBOARD_ADMIN_TOKEN is unset: using the development admin token");
+        tracing::warn!(
+            token = config::DEV_ADMIN_TOKEN,
+            "SWITCHBOARD_ADMIN_TOKEN is unset: using the development admin token"
+        );
     }
     let metrics = Arc::new(Metrics::new());
     let redis_client = redis::command_client(&config.redis_url).await?;
@@ -228,7 +295,9 @@ pub async fn run(
         .with_adapter::<Adapter>(adapter)
         .build_layer();
 
-    let chat_render = ChatRender { namespace: config.chat_namespace.clone() };
+    let chat_render = ChatRender {
+        namespace: config.chat_namespace.clone(),
+    };
     let fanout = Arc::new(Fanout::new(io.clone(), metrics.clone(), Some(chat_render)));
     let clients = Clients::new(&config, metrics.clone())?;
     let core = Core::new(clients, fanout, redis_client.clone(), config.clone());
@@ -260,7 +329,10 @@ pub async fn run(
             tracing::info!("draining: asking clients to reconnect elsewhere");
             for ns in drain_gw.core.fanout.namespaces() {
                 if let Some(op) = drain_io.of(&ns) {
-                    let _ = op.local().emit("server:draining", &serde_json::json!({ "reconnect": true })).await;
+                    let _ = op
+                        .local()
+                        .emit("server:draining", &serde_json::json!({ "reconnect": true }))
+                        .await;
                 }
             }
             tokio::time::sleep(drain_gw.config.drain_grace).await;

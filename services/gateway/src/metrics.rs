@@ -39,7 +39,9 @@ pub struct Metrics {
 }
 
 fn grpc_histogram() -> Histogram {
-    Histogram::new([0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
+    Histogram::new([
+        0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ])
 }
 
 impl Metrics {
@@ -49,35 +51,75 @@ impl Metrics {
         let events_in = Family::default();
         let events_out = Family::default();
         let errors = Family::default();
-        let grpc = Family::<GrpcLabels, Histogram>::new_with_constructor(grpc_histogram as fn() -> Histogram);
+        let grpc = Family::<GrpcLabels, Histogram>::new_with_constructor(
+            grpc_histogram as fn() -> Histogram,
+        );
         let redelivered = Counter::default();
-        registry.register("connections", "Socket.IO sockets connected to this node", connections.clone());
-        registry.register("events_in", "Client events received, by namespace and event", events_in.clone());
-        registry.register("events_out", "Events emitted to rooms from this node, by namespace and event", events_out.clone());
-        registry.register("errors", "Errors answered to clients and API callers, by code", errors.clone());
+        registry.register(
+            "connections",
+            "Socket.IO sockets connected to this node",
+            connections.clone(),
+        );
+        registry.register(
+            "events_in",
+            "Client events received, by namespace and event",
+            events_in.clone(),
+        );
+        registry.register(
+            "events_out",
+            "Events emitted to rooms from this node, by namespace and event",
+            events_out.clone(),
+        );
+        registry.register(
+            "errors",
+            "Errors answered to clients and API callers, by code",
+            errors.clone(),
+        );
         registry.register(
             "grpc_client_duration_seconds",
             "Latency of gRPC calls to the services (includes their Postgres/Redis time)",
             grpc.clone(),
         );
-        registry.register("outbox_redelivered", "Stored events broadcast by the outbox sweeper", redelivered.clone());
-        Self { registry, connections, events_in, events_out, errors, grpc, redelivered }
+        registry.register(
+            "outbox_redelivered",
+            "Stored events broadcast by the outbox sweeper",
+            redelivered.clone(),
+        );
+        Self {
+            registry,
+            connections,
+            events_in,
+            events_out,
+            errors,
+            grpc,
+            redelivered,
+        }
     }
 
     pub fn event_in(&self, namespace: &str, event: &str) {
         self.events_in
-            .get_or_create(&EventLabels { namespace: namespace.to_string(), event: event.to_string() })
+            .get_or_create(&EventLabels {
+                namespace: namespace.to_string(),
+                event: event.to_string(),
+            })
             .inc();
     }
 
     pub fn event_out(&self, namespace: &str, event: &str) {
         self.events_out
-            .get_or_create(&EventLabels { namespace: namespace.to_string(), event: event.to_string() })
+            .get_or_create(&EventLabels {
+                namespace: namespace.to_string(),
+                event: event.to_string(),
+            })
             .inc();
     }
 
     pub fn error(&self, code: &str) {
-        self.errors.get_or_create(&CodeLabels { code: code.to_string() }).inc();
+        self.errors
+            .get_or_create(&CodeLabels {
+                code: code.to_string(),
+            })
+            .inc();
     }
 
     pub fn render(&self) -> String {

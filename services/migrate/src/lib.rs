@@ -13,7 +13,10 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
     let mut conn = PgConnection::connect(database_url)
         .await
         .with_context(|| format!("connecting to {}", redact(database_url)))?;
-    MIGRATOR.run(&mut conn).await.context("applying migrations")?;
+    MIGRATOR
+        .run(&mut conn)
+        .await
+        .context("applying migrations")?;
     Ok(())
 }
 
@@ -39,9 +42,10 @@ pub async fn drop_test_databases(database_url: &str) -> anyhow::Result<usize> {
     let mut admin = PgConnection::connect(database_url)
         .await
         .with_context(|| format!("connecting to {}", redact(database_url)))?;
-    let names: Vec<(String,)> = sqlx::query_as("SELECT datname FROM pg_database WHERE datname LIKE 'sb\\_test\\_%'")
-        .fetch_all(&mut admin)
-        .await?;
+    let names: Vec<(String,)> =
+        sqlx::query_as("SELECT datname FROM pg_database WHERE datname LIKE 'sb\\_test\\_%'")
+            .fetch_all(&mut admin)
+            .await?;
     for (name,) in &names {
         admin
             .execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str())
@@ -89,8 +93,14 @@ mod tests {
 
     #[test]
     fn replaces_the_database_name() {
-        assert_eq!(with_database("postgres://u@h:5432/test", "x"), "postgres://u@h:5432/x");
-        assert_eq!(with_database("postgres://u@h/test?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+        assert_eq!(
+            with_database("postgres://u@h:5432/test", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://u@h/test?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
         assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
     }
 

@@ -66,7 +66,14 @@ pub fn chat_json(room: &RoomInfo) -> Value {
 
 impl ChatRender {
     fn emission(&self, rooms: Vec<String>, event: &'static str, data: Value) -> Emission {
-        Emission { namespace: self.namespace.clone(), rooms, except: vec![], event, data, local: false }
+        Emission {
+            namespace: self.namespace.clone(),
+            rooms,
+            except: vec![],
+            event,
+            data,
+            local: false,
+        }
     }
 
     /// Only new messages have an event in this contract.
@@ -87,19 +94,35 @@ impl ChatRender {
         Some(self.emission(rooms, "chat:update", json!({ "chat": chat_json(room) })))
     }
 
-    pub fn presence(&self, user_id: &str, online: bool, at_ms: i64, contacts: &[String]) -> Emission {
+    pub fn presence(
+        &self,
+        user_id: &str,
+        online: bool,
+        at_ms: i64,
+        contacts: &[String],
+    ) -> Emission {
         let data = json!({
             "userId": user_id,
             "status": if online { "online" } else { "offline" },
             "timestamp": time_fmt::iso_ms(at_ms),
         });
-        let mut e = self.emission(contacts.iter().map(|c| user_room(c)).collect(), "presence:update", data);
+        let mut e = self.emission(
+            contacts.iter().map(|c| user_room(c)).collect(),
+            "presence:update",
+            data,
+        );
         e.local = true;
         e
     }
 
     /// To the room, the typing user's own sockets excluded.
-    pub fn typing(&self, room: &RoomKey, user_id: &str, typing: bool, local: bool) -> Option<Emission> {
+    pub fn typing(
+        &self,
+        room: &RoomKey,
+        user_id: &str,
+        typing: bool,
+        local: bool,
+    ) -> Option<Emission> {
         if room.kind != ROOM_KIND {
             return None;
         }
@@ -183,7 +206,9 @@ fn room_join(gw: Arc<Gateway>, s: SocketRef<Adapter>, v: Value) -> HandlerFuture
         let chat = chat_id(&v)?;
         let user = user_of(&gw, &s)?;
         let room = RoomKey::new(ROOM_KIND, chat);
-        gw.core.require(&user, &room, crate::core::Action::Join).await?;
+        gw.core
+            .require(&user, &room, crate::core::Action::Join)
+            .await?;
         let name = room.socket_room();
         let rooms = s.rooms();
         if !rooms.iter().any(|r| r == &name) {
@@ -238,7 +263,9 @@ fn message_send(gw: Arc<Gateway>, s: SocketRef<Adapter>, v: Value) -> HandlerFut
                 e
             }
         })?;
-        Ok(Some(json!({ "clientId": client_id, "serverId": sent.message.id.to_string() })))
+        Ok(Some(
+            json!({ "clientId": client_id, "serverId": sent.message.id.to_string() }),
+        ))
     })
 }
 
@@ -270,7 +297,9 @@ fn receipt_read(gw: Arc<Gateway>, s: SocketRef<Adapter>, v: Value) -> HandlerFut
         let message_id = match o.get("messageId") {
             Some(Value::String(s)) if !s.is_empty() => s.parse::<i64>().ok().filter(|id| *id > 0),
             Some(Value::Number(n)) => n.as_i64().filter(|id| *id > 0),
-            Some(Value::String(_)) => return Err(DomainError::validation("messageId must not be empty")),
+            Some(Value::String(_)) => {
+                return Err(DomainError::validation("messageId must not be empty"));
+            }
             Some(_) => return Err(DomainError::validation("messageId must be a string")),
             None => return Err(DomainError::validation("messageId is required")),
         };
@@ -296,6 +325,8 @@ fn receipt_read(gw: Arc<Gateway>, s: SocketRef<Adapter>, v: Value) -> HandlerFut
 fn presence_ping(gw: Arc<Gateway>, s: SocketRef<Adapter>, _v: Value) -> HandlerFuture {
     Box::pin(async move {
         gw.refresh_presence_of(&s).await;
-        Ok(Some(json!({ "serverTime": time_fmt::iso_ms(time_fmt::now_ms()) })))
+        Ok(Some(
+            json!({ "serverTime": time_fmt::iso_ms(time_fmt::now_ms()) }),
+        ))
     })
 }
