@@ -50,6 +50,10 @@ impl Fanout {
 
     /// Emits; answers false when the adapter could not publish (Redis away).
     pub async fn emit(&self, e: Emission) -> bool {
+        // No rooms means nobody; Socket.IO would read it as "every socket".
+        if e.rooms.is_empty() {
+            return true;
+        }
         let Some(op) = self.io.of(&e.namespace) else {
             return true;
         };

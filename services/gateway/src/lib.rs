@@ -122,25 +122,36 @@ impl Gateway {
             .await
     }
 
-    /// After a successful handshake: personal and session rooms, presence, bookkeeping.
-    async fn on_connected(
-        self: &Arc<Self>,
-        namespace: &str,
-        s: &SocketRef<Adapter>,
-        identity: &Identity,
-    ) {
+    /// After a successful handshake, still before the client hears `connect`: personal and
+    /// session rooms, the dialect's handlers, presence and the disconnect hook. Doing this
+    /// before the CONNECT packet leaves no window in which an early event finds no handler or
+    /// a quick close finds no disconnect hook (which would leave a ghost socket online).
+    async fn on_authenticated(self: &Arc<Self>, namespace: &str, s: &SocketRef<Adapter>, identity: &Identity) {
         s.join(user_room(&identity.user_id));
         if let Some(sid) = &identity.session_id {
             s.join(session_room(sid));
         }
+        chat::register(self, s);
         self.metrics.connections.inc();
         self.sockets.lock().expect("socket registry").insert(
             s.id.to_string(),
-            LocalSocket {
-                namespace: namespace.to_string(),
-                user_id: identity.user_id.clone(),
-            },
+            LocalSocket { namespace: namespace.to_string(), user_id: identity.user_id.clone() },
         );
+        let gw = self.clone();
+        let ns = namespace.to_string();
+        let user = identity.user_id.clone();
+        s.on_disconnect(move |s: SocketRef<Adapter>| async move {
+            gw.metrics.connections.dec();
+            gw.sockets.lock().expect("socket registry").remove(&s.id.to_string());
+            let req = pp::RemoveSocketRequest { socket: Some(gw.socket_ref(&ns, &s, &user)) };
+            let clients = &gw.core.clients;
+            if let Err(e) = clients
+                .call("presence", "RemoveSocket", clients.presence.clone().remove_socket(req))
+                .await
+            {
+                tracing::warn!(error = %e, "presence removal failed (expires by TTL)");
+            }
+        });
         let req = pp::AddSocketRequest {
             socket: Some(self.socket_ref(namespace, s, &identity.user_id)),
             node_id: self.config.node_id.clone(),
@@ -154,39 +165,12 @@ impl Gateway {
         };
         let clients = &self.core.clients;
         if let Err(e) = clients
-            .call(
-                "presence",
-                "AddSocket",
-                clients.presence.clone().add_socket(req),
-            )
+            .call("presence", "AddSocket", clients.presence.clone().add_socket(req))
             .await
         {
-            tracing::warn!(error = %e, "presence not recorded (the next refresh retries)");
+            // The connection still works; the user shows offline until they reconnect.
+            tracing::warn!(error = %e, "presence not recorded");
         }
-        let gw = self.clone();
-        let ns = namespace.to_string();
-        let user = identity.user_id.clone();
-        s.on_disconnect(move |s: SocketRef<Adapter>| async move {
-            gw.metrics.connections.dec();
-            gw.sockets
-                .lock()
-                .expect("socket registry")
-                .remove(&s.id.to_string());
-            let req = pp::RemoveSocketRequest {
-                socket: Some(gw.socket_ref(&ns, &s, &user)),
-            };
-            let clients = &gw.core.clients;
-            if let Err(e) = clients
-                .call(
-                    "presence",
-                    "RemoveSocket",
-                    clients.presence.clone().remove_socket(req),
-                )
-                .await
-            {
-                tracing::warn!(error = %e, "presence removal failed (expires by TTL)");
-            }
-        });
     }
 
     /// Extends the presence TTL of one socket (on `presence:ping`).
@@ -231,15 +215,18 @@ impl Gateway {
 async fn mount_chat(gw: &Arc<Gateway>, io: &SocketIo<Adapter>) -> anyhow::Result<()> {
     let namespace = gw.config.chat_namespace.clone();
     let auth_gw = gw.clone();
+    let auth_ns = namespace.clone();
     let middleware = move |s: SocketRef<Adapter>, TryData(auth): TryData<Value>| {
         let gw = auth_gw.clone();
+        let ns = auth_ns.clone();
         async move {
             if gw.is_draining() {
                 return Err(HandshakeRefused("UNAUTHORIZED"));
             }
             match gw.authenticate(&s, auth.ok()).await {
                 Ok(identity) => {
-                    s.extensions.insert(identity);
+                    s.extensions.insert(identity.clone());
+                    gw.on_authenticated(&ns, &s, &identity).await;
                     Ok(())
                 }
                 Err(why) => {
@@ -250,20 +237,8 @@ async fn mount_chat(gw: &Arc<Gateway>, io: &SocketIo<Adapter>) -> anyhow::Result
             }
         }
     };
-    let conn_gw = gw.clone();
-    let ns = namespace.clone();
-    let on_connect = move |s: SocketRef<Adapter>| {
-        let gw = conn_gw.clone();
-        let ns = ns.clone();
-        async move {
-            let Some(identity) = gw.identity(&s) else {
-                let _ = s.disconnect();
-                return;
-            };
-            chat::register(&gw, &s);
-            gw.on_connected(&ns, &s, &identity).await;
-        }
-    };
+    // Everything happens in the middleware, before the client hears `connect`.
+    let on_connect = async |_: SocketRef<Adapter>| {};
     io.ns(namespace, on_connect.with(middleware)).await?;
     Ok(())
 }

@@ -296,7 +296,6 @@ fn receipt_read(gw: Arc<Gateway>, s: SocketRef<Adapter>, v: Value) -> HandlerFut
         // the membership check, so existence is not revealed to non-members).
         let message_id = match o.get("messageId") {
             Some(Value::String(s)) if !s.is_empty() => s.parse::<i64>().ok().filter(|id| *id > 0),
-            Some(Value::Number(n)) => n.as_i64().filter(|id| *id > 0),
             Some(Value::String(_)) => {
                 return Err(DomainError::validation("messageId must not be empty"));
             }
