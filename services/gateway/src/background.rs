@@ -136,7 +136,7 @@ async fn subscribe_presence_events(gw: Arc<Gateway>) -> anyhow::Result<JoinHandl
     subscriber.init().await?;
     let mut rx = subscriber.message_rx();
     subscriber.subscribe(channel.clone()).await?;
-    let resubscriber = subscriber.manage_subscriptions();
+    let resubscriber = crate::redis::keep_subscribed(&subscriber);
     Ok(tokio::spawn(async move {
         // Keep the client alive (and resubscribing) as long as the task runs.
         let _subscriber = subscriber;

@@ -126,7 +126,12 @@ impl Gateway {
     /// session rooms, the dialect's handlers, presence and the disconnect hook. Doing this
     /// before the CONNECT packet leaves no window in which an early event finds no handler or
     /// a quick close finds no disconnect hook (which would leave a ghost socket online).
-    async fn on_authenticated(self: &Arc<Self>, namespace: &str, s: &SocketRef<Adapter>, identity: &Identity) {
+    async fn on_authenticated(
+        self: &Arc<Self>,
+        namespace: &str,
+        s: &SocketRef<Adapter>,
+        identity: &Identity,
+    ) {
         s.join(user_room(&identity.user_id));
         if let Some(sid) = &identity.session_id {
             s.join(session_room(sid));
@@ -135,18 +140,30 @@ impl Gateway {
         self.metrics.connections.inc();
         self.sockets.lock().expect("socket registry").insert(
             s.id.to_string(),
-            LocalSocket { namespace: namespace.to_string(), user_id: identity.user_id.clone() },
+            LocalSocket {
+                namespace: namespace.to_string(),
+                user_id: identity.user_id.clone(),
+            },
         );
         let gw = self.clone();
         let ns = namespace.to_string();
         let user = identity.user_id.clone();
         s.on_disconnect(move |s: SocketRef<Adapter>| async move {
             gw.metrics.connections.dec();
-            gw.sockets.lock().expect("socket registry").remove(&s.id.to_string());
-            let req = pp::RemoveSocketRequest { socket: Some(gw.socket_ref(&ns, &s, &user)) };
+            gw.sockets
+                .lock()
+                .expect("socket registry")
+                .remove(&s.id.to_string());
+            let req = pp::RemoveSocketRequest {
+                socket: Some(gw.socket_ref(&ns, &s, &user)),
+            };
             let clients = &gw.core.clients;
             if let Err(e) = clients
-                .call("presence", "RemoveSocket", clients.presence.clone().remove_socket(req))
+                .call(
+                    "presence",
+                    "RemoveSocket",
+                    clients.presence.clone().remove_socket(req),
+                )
                 .await
             {
                 tracing::warn!(error = %e, "presence removal failed (expires by TTL)");
@@ -165,7 +182,11 @@ impl Gateway {
         };
         let clients = &self.core.clients;
         if let Err(e) = clients
-            .call("presence", "AddSocket", clients.presence.clone().add_socket(req))
+            .call(
+                "presence",
+                "AddSocket",
+                clients.presence.clone().add_socket(req),
+            )
             .await
         {
             // The connection still works; the user shows offline until they reconnect.
@@ -288,7 +309,7 @@ pub async fn run(
     });
     mount_chat(&gw, &io).await?;
     // Now that the adapter has subscribed its channels, re-subscribe them after every reconnect.
-    let resubscriber = subscriber.manage_subscriptions();
+    let resubscriber = redis::keep_subscribed(&subscriber);
 
     let tasks = background::spawn_all(gw.clone()).await?;
     let app = http::router(gw.clone()).layer(layer);

@@ -1,8 +1,8 @@
 //! Redis connections (fred, the one Redis client): a command client (sessions, rate windows)
 //! and the pub/sub client of the Socket.IO adapter.
 //!
-//! socketioxide-redis does not resubscribe by itself after Redis restarts; `manage_subscriptions`
-//! makes fred re-issue every tracked (S)SUBSCRIBE on reconnect, so no node stays an island.
+//! socketioxide-redis does not resubscribe by itself after Redis restarts; [`keep_subscribed`]
+//! re-issues every tracked (S)SUBSCRIBE on reconnect, so no node stays an island.
 //! A command timeout keeps emits and checks from hanging while Redis is away: they fail fast
 //! and the caller answers an error (or, for broadcasts, the outbox redelivers later).
 
@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use fred::{
     clients::SubscriberClient,
-    prelude::{Builder, Client, ClientLike, Config as FredConfig, ReconnectPolicy},
+    prelude::{
+        Builder, Client, ClientLike, Config as FredConfig, EventInterface, PubsubInterface,
+        ReconnectPolicy,
+    },
     types::RespVersion,
 };
 
@@ -40,9 +43,57 @@ pub async fn command_client(url: &str) -> anyhow::Result<Client> {
     Ok(client)
 }
 
-/// A pub/sub client (the adapter's driver calls `init`). Call `manage_subscriptions` on it once
-/// it has subscribed to something: started earlier, fred re-issues an empty SUBSCRIBE on the
-/// first connection, which Redis refuses.
+/// A pub/sub client (the adapter's driver calls `init`). Pair it with [`keep_subscribed`].
 pub fn subscriber_client(url: &str) -> anyhow::Result<SubscriberClient> {
     Ok(builder(url)?.build_subscriber_client()?)
+}
+
+/// Re-subscribes every channel the client tracks after each reconnect, retrying until it
+/// succeeds. fred's own `manage_subscriptions` sends `SUBSCRIBE` even with no plain channels
+/// (the adapter only has sharded ones), Redis refuses that, and the shard channels are then
+/// never re-subscribed: the node would stay an island.
+pub fn keep_subscribed(client: &SubscriberClient) -> tokio::task::JoinHandle<()> {
+    let client = client.clone();
+    tokio::spawn(async move {
+        let mut reconnects = client.reconnect_rx();
+        loop {
+            match reconnects.recv().await {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+            for attempt in 1.. {
+                match resubscribe(&client).await {
+                    Ok(n) => {
+                        tracing::info!(channels = n, "re-subscribed after Redis reconnect");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, attempt, "re-subscribe failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(250 * attempt.min(8))).await;
+                    }
+                }
+            }
+        }
+    })
+}
+
+async fn resubscribe(client: &SubscriberClient) -> Result<usize, fred::error::Error> {
+    let channels: Vec<String> = client
+        .tracked_channels()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    let shard: Vec<String> = client
+        .tracked_shard_channels()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    if !channels.is_empty() {
+        client.subscribe(channels.clone()).await?;
+    }
+    // One at a time: channels of different hash slots may not share an SSUBSCRIBE.
+    for c in &shard {
+        client.ssubscribe(c.as_str()).await?;
+    }
+    Ok(channels.len() + shard.len())
 }
