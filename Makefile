@@ -47,7 +47,7 @@ test-deps: ## Postgres + Redis for tests, and the contract tests' npm packages
 test: test-deps ## cargo test --workspace against real Postgres / Redis (started when none answers)
 	cargo build --workspace --bins
 	@# Throwaway databases of earlier runs (sb_test_*) would otherwise pile up.
-	SWITCHBOARD_DATABASE_URL="$(SWITCHBOARD_TEST_DATABASE_URL)" RUST_LOG=warn target/debug/switchboard-migrate drop-test-databases
+	SWITCHBOARD_DATABASE_URL="$(SWITCHBOARD_TEST_DATABASE_URL)" RUST_LOG=warn cargo run -q --bin switchboard-migrate -- drop-test-databases
 	cargo test --workspace --no-fail-fast
 
 lint: ## rustfmt check and clippy with warnings as errors (both run; fails if either fails)
