@@ -370,7 +370,7 @@ impl Cluster {
         let node = env_or("SWITCHBOARD_TEST_NODE", "node");
         let mut child = Command::new(&node)
             .arg("--test")
-            .arg("--test-concurrency=1")
+            .args(concurrency_flag(&node))
             .arg("--test-reporter=spec")
             .args(files)
             .current_dir(&contract_dir)
@@ -529,4 +529,15 @@ pub fn suite_files(include: impl Fn(&str) -> bool) -> Vec<String> {
         .collect();
     files.sort();
     files
+}
+
+/// `--test-concurrency=1` where node knows it (20.10+); older test runners (Debian 12's node 18)
+/// already run one file at a time on a 2-core machine and refuse the flag.
+fn concurrency_flag(node: &str) -> Option<&'static str> {
+    let out = Command::new(node).arg("--version").output().ok()?;
+    let version = String::from_utf8_lossy(&out.stdout);
+    let mut parts = version.trim().trim_start_matches('v').split('.');
+    let major: u32 = parts.next()?.parse().ok()?;
+    let minor: u32 = parts.next()?.parse().ok()?;
+    (major > 20 || (major == 20 && minor >= 10)).then_some("--test-concurrency=1")
 }
