@@ -444,6 +444,45 @@ mod tests {
         assert_eq!(a.verify_jwt(&hs384), Err(AuthFailure::Invalid));
     }
 
+    /// Asymmetric keys: tokens signed with the private key pass; an HS256 token whose "secret"
+    /// is the public key (algorithm confusion) and a token of the other algorithm do not.
+    #[test]
+    fn asymmetric_algorithms_refuse_confusion() {
+        for (alg, jwt_alg, public, private) in [
+            (
+                JwtAlgorithm::Es256,
+                "ES256",
+                include_str!("../tests/fixtures/es256-public.pem"),
+                include_str!("../tests/fixtures/es256-private.pem"),
+            ),
+            (
+                JwtAlgorithm::Rs256,
+                "RS256",
+                include_str!("../tests/fixtures/rs256-public.pem"),
+                include_str!("../tests/fixtures/rs256-private.pem"),
+            ),
+        ] {
+            let mut config = Config::from_env().expect("defaults are valid");
+            config.jwt_algorithm = alg;
+            config.jwt_public_key_pem = Some(public.to_string());
+            config.jwt_private_key_pem = Some(private.to_string());
+            let redis = fred::prelude::Builder::default_centralized().build().expect("client");
+            let a = Authenticator::new(&config, redis).expect("authenticator");
+
+            let token = a.mint_jwt("u1", Duration::from_secs(60)).unwrap();
+            assert!(token.split('.').next().is_some_and(|h| {
+                let h = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).unwrap();
+                String::from_utf8_lossy(&h).contains(jwt_alg)
+            }));
+            assert_eq!(a.verify_jwt(&token).unwrap().user_id, "u1", "{jwt_alg}");
+
+            let now = time_fmt::now_ms() / 1000;
+            let claims = serde_json::json!({"sub": "u1", "exp": now + 60});
+            let confused = encode(r#"{"alg":"HS256"}"#, claims.clone(), public.as_bytes());
+            assert_eq!(a.verify_jwt(&confused), Err(AuthFailure::Invalid), "{jwt_alg}");
+        }
+    }
+
     #[test]
     fn signed_cookie_round_trip_rotation_and_tampering() {
         let old = authenticator(&["old"]);
