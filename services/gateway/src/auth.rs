@@ -466,12 +466,16 @@ mod tests {
             config.jwt_algorithm = alg;
             config.jwt_public_key_pem = Some(public.to_string());
             config.jwt_private_key_pem = Some(private.to_string());
-            let redis = fred::prelude::Builder::default_centralized().build().expect("client");
+            let redis = fred::prelude::Builder::default_centralized()
+                .build()
+                .expect("client");
             let a = Authenticator::new(&config, redis).expect("authenticator");
 
             let token = a.mint_jwt("u1", Duration::from_secs(60)).unwrap();
             assert!(token.split('.').next().is_some_and(|h| {
-                let h = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).unwrap();
+                let h = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(h)
+                    .unwrap();
                 String::from_utf8_lossy(&h).contains(jwt_alg)
             }));
             assert_eq!(a.verify_jwt(&token).unwrap().user_id, "u1", "{jwt_alg}");
@@ -479,7 +483,11 @@ mod tests {
             let now = time_fmt::now_ms() / 1000;
             let claims = serde_json::json!({"sub": "u1", "exp": now + 60});
             let confused = encode(r#"{"alg":"HS256"}"#, claims.clone(), public.as_bytes());
-            assert_eq!(a.verify_jwt(&confused), Err(AuthFailure::Invalid), "{jwt_alg}");
+            assert_eq!(
+                a.verify_jwt(&confused),
+                Err(AuthFailure::Invalid),
+                "{jwt_alg}"
+            );
         }
     }
 

@@ -269,16 +269,21 @@ pub struct Core {
     redis: Client,
     rate_script: Script,
     config: Arc<Config>,
+    confirmations: tokio::sync::mpsc::Sender<i64>,
 }
 
 impl Core {
+    /// Needs a Tokio runtime: it starts the delivery-confirmation batcher.
     pub fn new(clients: Clients, fanout: Arc<Fanout>, redis: Client, config: Arc<Config>) -> Self {
+        let (confirmations, rx) = tokio::sync::mpsc::channel(10_000);
+        tokio::spawn(confirm_deliveries(clients.clone(), rx));
         Self {
             clients,
             fanout,
             redis,
             rate_script: Script::from_lua(RATE_LUA),
             config,
+            confirmations,
         }
     }
 
@@ -368,30 +373,23 @@ impl Core {
         })
     }
 
-    /// Broadcasts a stored event, then removes its outbox entry. When the broadcast fails (Redis
-    /// away) the entry stays and a sweeper on some node delivers it later.
+    /// Broadcasts a stored event, then has its outbox entry removed. When the broadcast fails
+    /// (Redis away) the entry stays and a sweeper on some node delivers it later. Removals are
+    /// batched off the request path: one `MarkDelivered` per burst rather than per message.
     pub async fn broadcast_and_confirm(
         &self,
         event: MessageEvent,
         message: &Message,
         outbox_id: i64,
     ) {
-        if self.fanout.message(event, message).await && outbox_id > 0 {
-            let req = pmsg::MarkDeliveredRequest {
-                outbox_ids: vec![outbox_id],
-            };
-            if let Err(e) = self
-                .clients
-                .call(
-                    "messages",
-                    "MarkDelivered",
-                    self.clients.messages.clone().mark_delivered(req),
-                )
-                .await
-            {
-                // Harmless: the sweeper will broadcast it once more.
-                tracing::warn!(error = %e, outbox_id, "could not confirm delivery");
-            }
+        if self.fanout.message(event, message).await
+            && outbox_id > 0
+            && self.confirmations.send(outbox_id).await.is_err()
+        {
+            tracing::warn!(
+                outbox_id,
+                "confirmation batcher stopped; the sweeper will redeliver"
+            );
         }
     }
 
@@ -436,7 +434,7 @@ impl Core {
         if !moderate.room_exists {
             return Err(DomainError::not_found("Room not found"));
         }
-        let (message, event) = match content {
+        let (change, event) = match content {
             Some(content) => {
                 let req = pmsg::EditRequest {
                     room: Some(room.to_proto()),
@@ -471,9 +469,9 @@ impl Core {
                 (m, MessageEvent::Deleted)
             }
         };
-        let message = Message::try_from(message)?;
-        // Edits and deletes are in the outbox too; the sweeper confirms them after broadcasting.
-        self.fanout.message(event, &message).await;
+        let message = Message::try_from(change.message)?;
+        self.broadcast_and_confirm(event, &message, change.outbox_id)
+            .await;
         Ok(message)
     }
 
@@ -643,5 +641,27 @@ impl Core {
             )
             .await?;
         Ok(r.user_ids)
+    }
+}
+
+/// Collects delivered outbox ids and confirms them in batches. An id that is never confirmed
+/// (the node dies, the call fails) is broadcast once more by a sweeper: at-least-once.
+async fn confirm_deliveries(clients: Clients, mut rx: tokio::sync::mpsc::Receiver<i64>) {
+    const MAX_BATCH: usize = 1000;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let req = pmsg::MarkDeliveredRequest {
+            outbox_ids: std::mem::take(&mut batch),
+        };
+        if let Err(e) = clients
+            .call(
+                "messages",
+                "MarkDelivered",
+                clients.messages.clone().mark_delivered(req),
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "could not confirm deliveries (they will be redelivered)");
+        }
     }
 }

@@ -52,20 +52,26 @@ impl Messages for MessagesService {
     async fn edit(
         &self,
         request: Request<pb::EditRequest>,
-    ) -> Result<Response<pb::Message>, Status> {
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
         let e = MessageEdit::try_from(request.into_inner()).map_err(status)?;
         e.check(self.max_content_chars).map_err(status)?;
-        let m = self.store.edit(&e).await.map_err(status)?;
-        Ok(Response::new(m.into()))
+        let (m, outbox_id) = self.store.edit(&e).await.map_err(status)?;
+        Ok(Response::new(pb::ChangeResponse {
+            message: Some(m.into()),
+            outbox_id,
+        }))
     }
 
     async fn delete(
         &self,
         request: Request<pb::DeleteRequest>,
-    ) -> Result<Response<pb::Message>, Status> {
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
         let d = MessageDelete::try_from(request.into_inner()).map_err(status)?;
-        let m = self.store.delete(&d).await.map_err(status)?;
-        Ok(Response::new(m.into()))
+        let (m, outbox_id) = self.store.delete(&d).await.map_err(status)?;
+        Ok(Response::new(pb::ChangeResponse {
+            message: Some(m.into()),
+            outbox_id,
+        }))
     }
 
     async fn get(

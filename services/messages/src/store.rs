@@ -149,7 +149,7 @@ impl Store {
 
     /// Replaces a message's content and sets `edited_at`; writes an outbox `edited` entry.
     /// See [`check_change`] for the rules.
-    pub async fn edit(&self, e: &MessageEdit) -> Result<StoredMessage, DomainError> {
+    pub async fn edit(&self, e: &MessageEdit) -> Result<(StoredMessage, i64), DomainError> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         check_change(&mut tx, &e.room, e.message_id, &e.actor).await?;
         let q = format!(
@@ -161,14 +161,14 @@ impl Store {
             .fetch_one(&mut *tx)
             .await
             .map_err(db_error)?;
-        insert_outbox(&mut tx, message.id, "edited").await?;
+        let outbox_id = insert_outbox(&mut tx, message.id, "edited").await?;
         tx.commit().await.map_err(db_error)?;
-        Ok(message)
+        Ok((message, outbox_id))
     }
 
     /// Soft-deletes a message (sets `deleted_at`; the row and its content stay); writes an
     /// outbox `deleted` entry. See [`check_change`] for the rules; deleting twice is `NOT_FOUND`.
-    pub async fn delete(&self, d: &MessageDelete) -> Result<StoredMessage, DomainError> {
+    pub async fn delete(&self, d: &MessageDelete) -> Result<(StoredMessage, i64), DomainError> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         check_change(&mut tx, &d.room, d.message_id, &d.actor).await?;
         let q = format!("UPDATE messages SET deleted_at = now() WHERE id = $1 RETURNING {COLUMNS}");
@@ -177,9 +177,9 @@ impl Store {
             .fetch_one(&mut *tx)
             .await
             .map_err(db_error)?;
-        insert_outbox(&mut tx, message.id, "deleted").await?;
+        let outbox_id = insert_outbox(&mut tx, message.id, "deleted").await?;
         tx.commit().await.map_err(db_error)?;
-        Ok(message)
+        Ok((message, outbox_id))
     }
 
     /// A message of the room (deleted ones too, served as tombstones); otherwise `NOT_FOUND`.

@@ -119,7 +119,11 @@ impl Harness {
                 edit_window_ms: window,
             })
             .await
-            .map(|r| r.into_inner())
+            .map(|r| {
+                let r = r.into_inner();
+                assert!(r.outbox_id > 0, "a change writes an outbox entry");
+                r.message.expect("message")
+            })
             .map_err(DomainError::from)
     }
 
@@ -141,7 +145,11 @@ impl Harness {
                 edit_window_ms: window,
             })
             .await
-            .map(|r| r.into_inner())
+            .map(|r| {
+                let r = r.into_inner();
+                assert!(r.outbox_id > 0, "a change writes an outbox entry");
+                r.message.expect("message")
+            })
             .map_err(DomainError::from)
     }
 
