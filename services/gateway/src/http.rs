@@ -59,6 +59,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError(DomainError::of(ErrorCode::PayloadTooLarge)))
+            }
             Err(e) => Err(ApiError(DomainError::validation(match e {
                 JsonRejection::MissingJsonContentType(_) => "Expected a JSON body".to_string(),
                 other => format!("Invalid body: {}", other.body_text()),
@@ -94,6 +97,29 @@ fn room_key(kind: String, id: String) -> Result<RoomKey, DomainError> {
     }
     validate_id("roomId", &id)?;
     Ok(RoomKey::new(kind, id))
+}
+
+/// Browsers on the allowed origins may call the API and use long-polling across origins, with
+/// credentials (the session cookie); WebSocket handshakes are checked by Origin in the handshake.
+pub fn cors(config: &crate::Config) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<header::HeaderValue> = config
+        .allowed_origins
+        .iter()
+        .filter_map(|o| o.parse().ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_credentials(true)
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::POST,
+            axum::http::Method::PUT,
+            axum::http::Method::PATCH,
+            axum::http::Method::DELETE,
+        ])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600))
 }
 
 pub fn router(gw: Arc<Gateway>) -> Router {

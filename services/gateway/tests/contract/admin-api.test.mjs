@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, test } from 'node:test';
 import {
+  ALLOWED_ORIGIN,
   GATEWAYS,
   NODE1,
   NODE2,
@@ -243,4 +244,23 @@ test('an upserted room keeps working after a second PUT without createdBy', asyn
   await addMember(chatId, user);
   const s = await connectUser({ id: user, token: (await admin('POST', '/v1/tokens', { userId: user })).token }, NODE1);
   assert.deepEqual(await ack(s, 'room:join', { chatId }), { ok: true });
+});
+
+test('a body over the size limit is 413 PAYLOAD_TOO_LARGE in the API error shape', async () => {
+  const user = rid('u');
+  const res = await http('PUT', `/v1/users/${user}`, { body: { username: 'x'.repeat(3 * 1024 * 1024) } });
+  assertHttpError(res, 413, 'PAYLOAD_TOO_LARGE');
+});
+
+test('CORS: an allowed origin may call the API with credentials; another origin gets no grant', async () => {
+  const preflight = (origin) =>
+    fetch(new URL('/v1/chats/any/messages', NODE1), {
+      method: 'OPTIONS',
+      headers: { origin, 'access-control-request-method': 'GET', 'access-control-request-headers': 'authorization' },
+    });
+  const ok = await preflight(ALLOWED_ORIGIN);
+  assert.equal(ok.headers.get('access-control-allow-origin'), ALLOWED_ORIGIN);
+  assert.equal(ok.headers.get('access-control-allow-credentials'), 'true');
+  const evil = await preflight('http://evil.example');
+  assert.equal(evil.headers.get('access-control-allow-origin'), null);
 });
