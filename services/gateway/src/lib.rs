@@ -312,7 +312,9 @@ pub async fn run(
     let resubscriber = redis::keep_subscribed(&subscriber);
 
     let tasks = background::spawn_all(gw.clone()).await?;
-    let app = http::router(gw.clone()).layer(layer).layer(http::cors(&config));
+    let app = http::router(gw.clone())
+        .layer(layer)
+        .layer(http::cors(&config));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, node = %config.node_id, "gateway listening");
 
