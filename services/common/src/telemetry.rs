@@ -142,3 +142,52 @@ pub fn http_server_span<B>(req: &http::Request<B>) -> tracing::Span {
     let _ = span.set_parent(parent);
     span
 }
+
+/// The response header in which a service reports how long it worked on a request (its
+/// Postgres/Redis time plus a little decoding), in the `Server-Timing` format: `app;dur=<ms>`.
+/// The gateway records it beside the round trip it measures itself.
+pub const SERVER_TIMING: &str = "server-timing";
+
+/// Wraps a gRPC server's response future so the response carries [`SERVER_TIMING`]. Used as
+/// `Server::builder().layer(tower::ServiceBuilder::new().map_future(report_server_timing))`.
+pub fn report_server_timing<F, B, E>(
+    fut: F,
+) -> impl Future<Output = Result<http::Response<B>, E>> + Send
+where
+    F: Future<Output = Result<http::Response<B>, E>> + Send,
+{
+    let start = std::time::Instant::now();
+    async move {
+        let mut res = fut.await?;
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        if let Ok(v) = http::HeaderValue::from_str(&format!("app;dur={ms:.3}")) {
+            res.headers_mut().insert(SERVER_TIMING, v);
+        }
+        Ok(res)
+    }
+}
+
+/// The duration in a `Server-Timing` value written by [`report_server_timing`].
+pub fn parse_server_timing(value: &str) -> Option<std::time::Duration> {
+    let ms: f64 = value
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("dur="))?
+        .parse()
+        .ok()?;
+    (ms.is_finite() && ms >= 0.0).then(|| std::time::Duration::from_secs_f64(ms / 1000.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_timing_round_trip() {
+        assert_eq!(
+            parse_server_timing("app;dur=1.500"),
+            Some(std::time::Duration::from_micros(1500))
+        );
+        assert_eq!(parse_server_timing("app"), None);
+        assert_eq!(parse_server_timing("app;dur=-1"), None);
+    }
+}

@@ -3,7 +3,10 @@
 
 use std::{sync::Arc, time::Instant};
 
-use switchboard_common::{DomainError, telemetry::inject_trace_context};
+use switchboard_common::{
+    DomainError,
+    telemetry::{self, inject_trace_context},
+};
 use switchboard_proto::{
     membership::membership_client::MembershipClient, messages::messages_client::MessagesClient,
     presence::presence_client::PresenceClient,
@@ -62,14 +65,30 @@ impl Clients {
     ) -> Result<T, DomainError> {
         let start = Instant::now();
         let result = fut.await;
+        let labels = GrpcLabels {
+            service,
+            method,
+            ok: result.is_ok(),
+        };
         self.metrics
             .grpc
-            .get_or_create(&GrpcLabels {
-                service,
-                method,
-                ok: result.is_ok(),
-            })
+            .get_or_create(&labels)
             .observe(start.elapsed().as_secs_f64());
+        // The service's own time on the call (its Postgres/Redis work), when it reported it.
+        let metadata = match &result {
+            Ok(r) => Some(r.metadata()),
+            Err(s) => Some(s.metadata()),
+        };
+        if let Some(inside) = metadata
+            .and_then(|m| m.get(telemetry::SERVER_TIMING))
+            .and_then(|v| v.to_str().ok())
+            .and_then(telemetry::parse_server_timing)
+        {
+            self.metrics
+                .grpc_server
+                .get_or_create(&labels)
+                .observe(inside.as_secs_f64());
+        }
         result
             .map(tonic::Response::into_inner)
             .map_err(DomainError::from)

@@ -35,6 +35,7 @@ pub struct Metrics {
     pub events_out: Family<EventLabels, Counter<u64, AtomicU64>>,
     pub errors: Family<CodeLabels, Counter<u64, AtomicU64>>,
     pub grpc: Family<GrpcLabels, Histogram>,
+    pub grpc_server: Family<GrpcLabels, Histogram>,
     pub redelivered: Counter<u64, AtomicU64>,
 }
 
@@ -52,6 +53,9 @@ impl Metrics {
         let events_out = Family::default();
         let errors = Family::default();
         let grpc = Family::<GrpcLabels, Histogram>::new_with_constructor(
+            grpc_histogram as fn() -> Histogram,
+        );
+        let grpc_server = Family::<GrpcLabels, Histogram>::new_with_constructor(
             grpc_histogram as fn() -> Histogram,
         );
         let redelivered = Counter::default();
@@ -81,6 +85,11 @@ impl Metrics {
             grpc.clone(),
         );
         registry.register(
+            "grpc_server_duration_seconds",
+            "Time the service reported working on the call: its Postgres/Redis work (Server-Timing)",
+            grpc_server.clone(),
+        );
+        registry.register(
             "outbox_redelivered",
             "Stored events broadcast by the outbox sweeper",
             redelivered.clone(),
@@ -92,6 +101,7 @@ impl Metrics {
             events_out,
             errors,
             grpc,
+            grpc_server,
             redelivered,
         }
     }

@@ -97,6 +97,10 @@ pub async fn run(
     let service = MembershipService::new(Store::new(pool.clone()), config.roles);
     let result = tonic::transport::Server::builder()
         .trace_fn(switchboard_common::telemetry::grpc_server_span)
+        .layer(
+            tower::ServiceBuilder::new()
+                .map_future(switchboard_common::telemetry::report_server_timing),
+        )
         .add_service(MembershipServer::new(service))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),

@@ -105,6 +105,10 @@ pub async fn run(
     }
     tonic::transport::Server::builder()
         .trace_fn(switchboard_common::telemetry::grpc_server_span)
+        .layer(
+            tower::ServiceBuilder::new()
+                .map_future(switchboard_common::telemetry::report_server_timing),
+        )
         .add_service(MessagesServer::new(service))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),

@@ -61,6 +61,10 @@ pub async fn run(
 
     let result = tonic::transport::Server::builder()
         .trace_fn(switchboard_common::telemetry::grpc_server_span)
+        .layer(
+            tower::ServiceBuilder::new()
+                .map_future(switchboard_common::telemetry::report_server_timing),
+        )
         .add_service(PresenceServer::new(PresenceService::new(store.clone())))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),

@@ -233,6 +233,10 @@ test('/healthz and /readyz answer 200 and /metrics exposes switchboard_ metrics,
     const metrics = await http('GET', '/metrics', { token: null, node });
     assert.equal(metrics.status, 200, `${node}/metrics`);
     assert.match(metrics.text, /^switchboard_/m, 'Prometheus text with switchboard_ metrics');
+    // gRPC latency as the gateway saw it, and as the service reported it (its Postgres/Redis time).
+    assert.match(metrics.text, /^switchboard_grpc_client_duration_seconds_count\{[^}]*method="Authorize"/m);
+    assert.match(metrics.text, /^switchboard_grpc_server_duration_seconds_count\{[^}]*method="Authorize"/m);
+    assert.match(metrics.text, /^switchboard_connections /m);
   }
 });
 
