@@ -230,6 +230,10 @@ KNOWN = {
     "switchboard_grpc_client_duration_seconds_bucket",
     "switchboard_grpc_client_duration_seconds_count",
     "switchboard_grpc_client_duration_seconds_sum",
+    "switchboard_grpc_server_duration_seconds_bucket",
+    "switchboard_grpc_server_duration_seconds_count",
+    "switchboard_grpc_server_duration_seconds_sum",
+    "switchboard_outbox_redelivered_total",
 }
 
 
