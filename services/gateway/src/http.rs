@@ -40,10 +40,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let correlation_id = telemetry::current_trace_id();
+        tracing::info!(code = self.0.code.name(), message = %self.0.message, %correlation_id, "request refused");
         let body = json!({
             "error": self.0.code.name(),
             "message": self.0.message,
-            "correlationId": telemetry::current_trace_id(),
+            "correlationId": correlation_id,
         });
         (status, Json(body)).into_response()
     }

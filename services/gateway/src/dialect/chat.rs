@@ -135,16 +135,22 @@ impl ChatRender {
 }
 
 /// An acknowledgement: `{ ok: true, data? }` or the contract's error shape.
+/// Errors are logged here, where they are handled, with the same `correlationId` the client
+/// sees, so an operator can find the request from a user's report.
 fn ack_json(result: Result<Option<Value>, DomainError>) -> Value {
     match result {
         Ok(None) => json!({ "ok": true }),
         Ok(Some(data)) => json!({ "ok": true, "data": data }),
-        Err(e) => json!({
-            "ok": false,
-            "error": e.code.chat_code(),
-            "message": e.message,
-            "correlationId": telemetry::current_trace_id(),
-        }),
+        Err(e) => {
+            let correlation_id = telemetry::current_trace_id();
+            tracing::info!(code = e.code.name(), message = %e.message, %correlation_id, "event refused");
+            json!({
+                "ok": false,
+                "error": e.code.chat_code(),
+                "message": e.message,
+                "correlationId": correlation_id,
+            })
+        }
     }
 }
 
@@ -180,7 +186,6 @@ fn on(gw: &Arc<Gateway>, s: &SocketRef<Adapter>, event: &'static str, handler: H
                 };
                 if let Err(e) = &result {
                     gw.metrics.error(e.code.name());
-                    tracing::info!(code = e.code.name(), message = %e.message, "event refused");
                 }
                 // A client that passed no callback simply gets nothing.
                 let _ = ack.send(&ack_json(result));
