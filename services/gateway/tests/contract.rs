@@ -36,3 +36,11 @@ fn fault_redis_restart() {
     let cluster = Cluster::start("fault_redis_restart");
     cluster.run_suite(&suite_files(|name| name == "fault-redis-restart.test.mjs"));
 }
+
+/// A gateway node gets SIGTERM: it turns unready, hints its sockets to reconnect and closes
+/// their transports so clients come back through another node.
+#[test]
+fn fault_gateway_node_drained() {
+    let cluster = Cluster::start("fault_gateway_node_drained");
+    cluster.run_suite(&suite_files(|name| name == "fault-drain.test.mjs"));
+}
