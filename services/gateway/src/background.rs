@@ -36,7 +36,7 @@ async fn outbox_sweeper(gw: Arc<Gateway>) {
         let req = pmsg::ClaimUndeliveredRequest {
             older_than_ms: gw.config.outbox_redeliver_after.as_millis() as i64,
             limit: 200,
-            lease_ms: 10_000,
+            lease_ms: 5_000,
         };
         let events = match clients
             .call(
@@ -61,7 +61,7 @@ async fn outbox_sweeper(gw: Arc<Gateway>) {
                 tracing::warn!(outbox_id = ev.outbox_id, "unreadable outbox entry");
                 continue;
             };
-            if gw.core.fanout.message(kind, &message).await {
+            if gw.core.fanout.message(kind, &message).await && gw.core.fanout.may_confirm() {
                 gw.metrics.redelivered.inc();
                 delivered.push(ev.outbox_id);
             }
@@ -136,7 +136,7 @@ async fn subscribe_presence_events(gw: Arc<Gateway>) -> anyhow::Result<JoinHandl
     subscriber.init().await?;
     let mut rx = subscriber.message_rx();
     subscriber.subscribe(channel.clone()).await?;
-    let resubscriber = crate::redis::keep_subscribed(&subscriber);
+    let resubscriber = crate::redis::keep_subscribed(&subscriber, || {});
     Ok(tokio::spawn(async move {
         // Keep the client alive (and resubscribing) as long as the task runs.
         let _subscriber = subscriber;

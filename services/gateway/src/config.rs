@@ -51,6 +51,9 @@ pub struct Config {
     pub presence_refresh: Duration,
     pub outbox_redeliver_after: Duration,
     pub outbox_sweep_interval: Duration,
+    /// After this node reconnects to Redis, deliveries are not confirmed for this long (other
+    /// nodes may still be re-subscribing); the outbox broadcasts them again afterwards.
+    pub redis_recovery_window: Duration,
     /// The namespace the `chat` dialect is mounted on.
     pub chat_namespace: String,
     pub chat_rate_limit: u32,
@@ -128,6 +131,7 @@ impl Config {
             presence_refresh: ms("PRESENCE_REFRESH_MS", 10_000)?,
             outbox_redeliver_after: ms("OUTBOX_REDELIVER_AFTER_MS", 3_000)?,
             outbox_sweep_interval: ms("OUTBOX_SWEEP_MS", 1_000)?,
+            redis_recovery_window: ms("REDIS_RECOVERY_MS", 5_000)?,
             chat_namespace: env_or("CHAT_NAMESPACE", "/".to_string())?,
             chat_rate_limit: env_or("CHAT_RATE_LIMIT", 10)?,
             chat_rate_window: ms("CHAT_RATE_WINDOW_MS", 10_000)?,

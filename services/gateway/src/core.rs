@@ -384,6 +384,7 @@ impl Core {
     ) {
         if self.fanout.message(event, message).await
             && outbox_id > 0
+            && self.fanout.may_confirm()
             && self.confirmations.send(outbox_id).await.is_err()
         {
             tracing::warn!(
@@ -393,6 +394,9 @@ impl Core {
         }
     }
 
+    /// Fails open: rate windows live in Redis, which holds only what may be lost. While Redis
+    /// is away, messages (which Postgres can still store) are not refused for want of a
+    /// counter; the outage is logged and counted in `switchboard_errors_total{code="RATE_UNCHECKED"}`.
     async fn check_rate(
         &self,
         rule: &RateRule,
@@ -400,7 +404,7 @@ impl Core {
         member: &str,
     ) -> Result<(), DomainError> {
         let key = format!("{}rate:{}:{}", self.config.redis_prefix, rule.name, user_id);
-        let allowed: i64 = self
+        let allowed: Result<i64, _> = self
             .rate_script
             .evalsha_with_reload(
                 &self.redis,
@@ -411,12 +415,15 @@ impl Core {
                     member.to_string(),
                 ],
             )
-            .await
-            .map_err(DomainError::unavailable)?;
-        if allowed == 1 {
-            Ok(())
-        } else {
-            Err(DomainError::of(ErrorCode::RateLimited))
+            .await;
+        match allowed {
+            Ok(1) => Ok(()),
+            Ok(_) => Err(DomainError::of(ErrorCode::RateLimited)),
+            Err(e) => {
+                tracing::warn!(error = %e, "rate window unavailable: letting the send through");
+                self.fanout.metrics().error("RATE_UNCHECKED");
+                Ok(())
+            }
         }
     }
 

@@ -3,7 +3,10 @@
 //! the Redis adapter, or locally when every node handles the event itself (presence and typing
 //! expiries, which every node receives from Redis already).
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicI64, Ordering},
+};
 
 use socketioxide::SocketIo;
 
@@ -32,15 +35,40 @@ pub struct Fanout {
     io: SocketIo<Adapter>,
     metrics: Arc<Metrics>,
     chat: Option<ChatRender>,
+    /// Until when (epoch ms) a successful publish proves nothing: Redis pub/sub delivers only to
+    /// nodes subscribed at that instant, and after a Redis restart the other nodes may not have
+    /// re-subscribed yet. Deliveries in that window are left unconfirmed, so the outbox
+    /// broadcasts them again once it has passed (receivers deduplicate by message id).
+    recovering_until_ms: AtomicI64,
 }
 
 impl Fanout {
     pub fn new(io: SocketIo<Adapter>, metrics: Arc<Metrics>, chat: Option<ChatRender>) -> Self {
-        Self { io, metrics, chat }
+        Self {
+            io,
+            metrics,
+            chat,
+            recovering_until_ms: AtomicI64::new(0),
+        }
+    }
+
+    /// This node (re)connected to Redis: do not trust publishes for `window`.
+    pub fn mark_recovering(&self, window: std::time::Duration) {
+        let until = switchboard_common::time_fmt::now_ms() + window.as_millis() as i64;
+        self.recovering_until_ms.fetch_max(until, Ordering::Relaxed);
+    }
+
+    /// May a delivery published now be confirmed (its outbox entry removed)?
+    pub fn may_confirm(&self) -> bool {
+        switchboard_common::time_fmt::now_ms() >= self.recovering_until_ms.load(Ordering::Relaxed)
     }
 
     pub fn io(&self) -> &SocketIo<Adapter> {
         &self.io
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The namespaces of every mounted dialect.

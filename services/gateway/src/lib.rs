@@ -309,7 +309,10 @@ pub async fn run(
     });
     mount_chat(&gw, &io).await?;
     // Now that the adapter has subscribed its channels, re-subscribe them after every reconnect.
-    let resubscriber = redis::keep_subscribed(&subscriber);
+    let recovering = gw.core.fanout.clone();
+    let window = config.redis_recovery_window;
+    let resubscriber =
+        redis::keep_subscribed(&subscriber, move || recovering.mark_recovering(window));
 
     let tasks = background::spawn_all(gw.clone()).await?;
     let app = http::router(gw.clone())

@@ -52,7 +52,11 @@ pub fn subscriber_client(url: &str) -> anyhow::Result<SubscriberClient> {
 /// succeeds. fred's own `manage_subscriptions` sends `SUBSCRIBE` even with no plain channels
 /// (the adapter only has sharded ones), Redis refuses that, and the shard channels are then
 /// never re-subscribed: the node would stay an island.
-pub fn keep_subscribed(client: &SubscriberClient) -> tokio::task::JoinHandle<()> {
+/// `on_reconnect` runs when the connection comes back and again once re-subscribed.
+pub fn keep_subscribed(
+    client: &SubscriberClient,
+    on_reconnect: impl Fn() + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
     let client = client.clone();
     tokio::spawn(async move {
         let mut reconnects = client.reconnect_rx();
@@ -61,10 +65,12 @@ pub fn keep_subscribed(client: &SubscriberClient) -> tokio::task::JoinHandle<()>
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
+            on_reconnect();
             for attempt in 1.. {
                 match resubscribe(&client).await {
                     Ok(n) => {
                         tracing::info!(channels = n, "re-subscribed after Redis reconnect");
+                        on_reconnect();
                         break;
                     }
                     Err(e) => {

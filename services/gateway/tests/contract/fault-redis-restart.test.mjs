@@ -9,7 +9,6 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import {
-  HEX32,
   NODE1,
   NODE2,
   REDIS_PORT,
@@ -116,7 +115,8 @@ test('Redis restarts under both nodes: sends never hang, delivery resumes both w
   await redisCommand('SHUTDOWN NOSAVE');
   await waitForRedis(false, 10000);
 
-  // A send while Redis is down answers within 10 s: ok, or an error ack in the contract's shape.
+  // A send while Redis is down answers within 10 s, and is stored: Postgres is up, and Redis
+  // holds only what may be lost (the rate window fails open, the broadcast is left to the outbox).
   const during = uuid();
   let res;
   try {
@@ -124,18 +124,16 @@ test('Redis restarts under both nodes: sends never hang, delivery resumes both w
   } catch (e) {
     assert.fail(`a send while Redis is down got no answer within 10 s (${e.message})`);
   }
-  if (res.ok !== true) {
-    assert.equal(res.ok, false, JSON.stringify(res));
-    assert.equal(typeof res.error, 'string');
-    assert.equal(typeof res.message, 'string');
-    assert.match(res.correlationId, HEX32);
-  } else {
-    assert.match(res.data.serverId, /^[0-9]+$/);
-  }
+  assert.equal(res.ok, true, `a send while Redis is down is stored and acknowledged: ${JSON.stringify(res)}`);
+  assert.match(res.data.serverId, /^[0-9]+$/);
 
   // Redis comes back on the same port, empty.
   startRedis();
   await waitForRedis(true, 10000);
+
+  // The message stored during the outage reaches the other node once Redis is back (redelivered
+  // from the outbox by a sweeper), without anyone resending it.
+  await waitFor(b, 'message:new', (m) => m._id === res.data.serverId, 20000);
 
   // Node 1 → node 2, and node 2 → node 1.
   await untilDelivered(a, b, chatId, 'A on node 1 → B on node 2');
