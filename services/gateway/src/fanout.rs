@@ -162,6 +162,23 @@ impl Fanout {
         self.emit_all(emissions.collect::<Vec<_>>()).await;
     }
 
+    /// A user's read cursor moved forward in a room.
+    pub async fn receipt(
+        &self,
+        namespace: &str,
+        room: &RoomKey,
+        user_id: &str,
+        message_id: i64,
+        read_at_ms: i64,
+    ) {
+        let emissions = self
+            .chat
+            .iter()
+            .filter(|c| c.namespace == namespace)
+            .filter_map(|c| c.receipt(room, user_id, message_id, read_at_ms));
+        self.emit_all(emissions.collect::<Vec<_>>()).await;
+    }
+
     /// Removes the user's sockets from rooms, on every node and in every namespace.
     pub async fn leave_rooms(&self, user_id: &str, rooms: &[RoomKey]) {
         let names = rooms.iter().map(RoomKey::socket_room).collect::<Vec<_>>();

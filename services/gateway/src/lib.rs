@@ -72,10 +72,6 @@ impl std::fmt::Display for HandshakeRefused {
 }
 
 impl Gateway {
-    pub fn identity(&self, s: &SocketRef<Adapter>) -> Option<Identity> {
-        s.extensions.get::<Identity>()
-    }
-
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
@@ -136,7 +132,7 @@ impl Gateway {
         if let Some(sid) = &identity.session_id {
             s.join(session_room(sid));
         }
-        chat::register(self, s);
+        chat::register(self, s, &identity.user_id);
         self.metrics.connections.inc();
         self.sockets.lock().expect("socket registry").insert(
             s.id.to_string(),
@@ -246,7 +242,6 @@ async fn mount_chat(gw: &Arc<Gateway>, io: &SocketIo<Adapter>) -> anyhow::Result
             }
             match gw.authenticate(&s, auth.ok()).await {
                 Ok(identity) => {
-                    s.extensions.insert(identity.clone());
                     gw.on_authenticated(&ns, &s, &identity).await;
                     Ok(())
                 }

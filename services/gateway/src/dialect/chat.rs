@@ -115,6 +115,26 @@ impl ChatRender {
         e
     }
 
+    /// A read cursor moved: to the chat room, the reader's other sockets included.
+    pub fn receipt(
+        &self,
+        room: &RoomKey,
+        user_id: &str,
+        message_id: i64,
+        read_at_ms: i64,
+    ) -> Option<Emission> {
+        if room.kind != ROOM_KIND {
+            return None;
+        }
+        let data = json!({
+            "chatId": room.id,
+            "messageId": message_id.to_string(),
+            "userId": user_id,
+            "readAt": time_fmt::iso_ms(read_at_ms),
+        });
+        Some(self.emission(vec![chat_room(&room.id)], "receipt:update", data))
+    }
+
     /// To the room, the typing user's own sockets excluded.
     pub fn typing(
         &self,
@@ -155,33 +175,46 @@ fn ack_json(result: Result<Option<Value>, DomainError>) -> Value {
 }
 
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<Option<Value>, DomainError>> + Send>>;
-type Handler = fn(Arc<Gateway>, SocketRef<Adapter>, Value) -> HandlerFuture;
+/// A handler gets the socket's user, fixed at the handshake (never from a payload).
+type Handler = fn(Arc<Gateway>, SocketRef<Adapter>, Arc<str>, Value) -> HandlerFuture;
 
-/// Registers the contract's events on a connected socket.
-pub fn register(gw: &Arc<Gateway>, s: &SocketRef<Adapter>) {
-    on(gw, s, "room:join", room_join);
-    on(gw, s, "room:leave", room_leave);
-    on(gw, s, "message:send", message_send);
-    on(gw, s, "typing:start", |gw, s, v| typing(gw, s, v, true));
-    on(gw, s, "typing:stop", |gw, s, v| typing(gw, s, v, false));
-    on(gw, s, "receipt:read", receipt_read);
-    on(gw, s, "presence:ping", presence_ping);
+/// Registers the contract's events on a socket authenticated as `user_id`.
+pub fn register(gw: &Arc<Gateway>, s: &SocketRef<Adapter>, user_id: &str) {
+    let user: Arc<str> = Arc::from(user_id);
+    on(gw, s, &user, "room:join", room_join);
+    on(gw, s, &user, "room:leave", room_leave);
+    on(gw, s, &user, "message:send", message_send);
+    on(gw, s, &user, "typing:start", |gw, s, u, v| {
+        typing(gw, s, u, v, true)
+    });
+    on(gw, s, &user, "typing:stop", |gw, s, u, v| {
+        typing(gw, s, u, v, false)
+    });
+    on(gw, s, &user, "receipt:read", receipt_read);
+    on(gw, s, &user, "presence:ping", presence_ping);
 }
 
 /// Runs `handler` for `event` in its own span (whose trace id is the `correlationId`), and
 /// answers the acknowledgement when the client asked for one.
-fn on(gw: &Arc<Gateway>, s: &SocketRef<Adapter>, event: &'static str, handler: Handler) {
+fn on(
+    gw: &Arc<Gateway>,
+    s: &SocketRef<Adapter>,
+    user: &Arc<str>,
+    event: &'static str,
+    handler: Handler,
+) {
     let gw = gw.clone();
+    let user = user.clone();
     s.on(event, move |s: SocketRef<Adapter>, TryData(data): TryData<Value>, ack: AckSender<Adapter>| {
         let gw = gw.clone();
+        let user = user.clone();
         async move {
-            let namespace = gw.config.chat_namespace.clone();
-            gw.metrics.event_in(&namespace, event);
-            let user = gw.identity(&s).map(|i| i.user_id).unwrap_or_default();
+            let namespace = &gw.config.chat_namespace;
+            gw.metrics.event_in(namespace, event);
             let span = tracing::info_span!("socket.event", namespace = %namespace, event, user_id = %user, socket_id = %s.id);
             async move {
                 let result = match data {
-                    Ok(v) => handler(gw.clone(), s, v).await,
+                    Ok(v) => handler(gw.clone(), s, user, v).await,
                     Err(_) => Err(DomainError::validation("Invalid payload")),
                 };
                 if let Err(e) = &result {
@@ -196,20 +229,13 @@ fn on(gw: &Arc<Gateway>, s: &SocketRef<Adapter>, event: &'static str, handler: H
     });
 }
 
-fn user_of(gw: &Gateway, s: &SocketRef<Adapter>) -> Result<String, DomainError> {
-    gw.identity(s)
-        .map(|i| i.user_id)
-        .ok_or_else(|| DomainError::of(ErrorCode::Unauthorized))
-}
-
 fn chat_id(v: &Value) -> Result<String, DomainError> {
     Ok(string_field(object(v)?, "chatId", MAX_ID_CHARS)?.to_string())
 }
 
-fn room_join(gw: Arc<Gateway>, s: SocketRef<Adapter>, v: Value) -> HandlerFuture {
+fn room_join(gw: Arc<Gateway>, s: SocketRef<Adapter>, user: Arc<str>, v: Value) -> HandlerFuture {
     Box::pin(async move {
         let chat = chat_id(&v)?;
-        let user = user_of(&gw, &s)?;
         let room = RoomKey::new(ROOM_KIND, chat);
         gw.core
             .require(&user, &room, crate::core::Action::Join)
@@ -226,7 +252,12 @@ fn room_join(gw: Arc<Gateway>, s: SocketRef<Adapter>, v: Value) -> HandlerFuture
     })
 }
 
-fn room_leave(_gw: Arc<Gateway>, s: SocketRef<Adapter>, v: Value) -> HandlerFuture {
+fn room_leave(
+    _gw: Arc<Gateway>,
+    s: SocketRef<Adapter>,
+    _user: Arc<str>,
+    v: Value,
+) -> HandlerFuture {
     Box::pin(async move {
         let chat = chat_id(&v)?;
         s.leave(chat_room(&chat));
@@ -234,13 +265,17 @@ fn room_leave(_gw: Arc<Gateway>, s: SocketRef<Adapter>, v: Value) -> HandlerFutu
     })
 }
 
-fn message_send(gw: Arc<Gateway>, s: SocketRef<Adapter>, v: Value) -> HandlerFuture {
+fn message_send(
+    gw: Arc<Gateway>,
+    _s: SocketRef<Adapter>,
+    user: Arc<str>,
+    v: Value,
+) -> HandlerFuture {
     Box::pin(async move {
         let o = object(&v)?;
         let chat = string_field(o, "chatId", MAX_ID_CHARS)?.to_string();
         let body = string_field(o, "body", MAX_BODY_CHARS)?.to_string();
         let client_id = string_field(o, "clientId", MAX_CLIENT_ID_CHARS)?.to_string();
-        let user = user_of(&gw, &s)?;
         let rule = RateRule {
             name: "chat",
             limit: gw.config.chat_rate_limit,
@@ -248,7 +283,7 @@ fn message_send(gw: Arc<Gateway>, s: SocketRef<Adapter>, v: Value) -> HandlerFut
         };
         let cmd = SendCommand {
             room: RoomKey::new(ROOM_KIND, chat),
-            sender_id: user,
+            sender_id: user.to_string(),
             kind: "text".to_string(),
             content: body,
             client_id: Some(client_id.clone()),
@@ -274,10 +309,15 @@ fn message_send(gw: Arc<Gateway>, s: SocketRef<Adapter>, v: Value) -> HandlerFut
     })
 }
 
-fn typing(gw: Arc<Gateway>, s: SocketRef<Adapter>, v: Value, start: bool) -> HandlerFuture {
+fn typing(
+    gw: Arc<Gateway>,
+    _s: SocketRef<Adapter>,
+    user: Arc<str>,
+    v: Value,
+    start: bool,
+) -> HandlerFuture {
     Box::pin(async move {
         let chat = chat_id(&v)?;
-        let user = user_of(&gw, &s)?;
         let room = RoomKey::new(ROOM_KIND, chat);
         let ns = gw.config.chat_namespace.clone();
         let ttl = gw.config.chat_typing_ttl.as_millis() as i64;
@@ -293,7 +333,12 @@ fn typing(gw: Arc<Gateway>, s: SocketRef<Adapter>, v: Value, start: bool) -> Han
     })
 }
 
-fn receipt_read(gw: Arc<Gateway>, s: SocketRef<Adapter>, v: Value) -> HandlerFuture {
+fn receipt_read(
+    gw: Arc<Gateway>,
+    _s: SocketRef<Adapter>,
+    user: Arc<str>,
+    v: Value,
+) -> HandlerFuture {
     Box::pin(async move {
         let o = object(&v)?;
         let chat = string_field(o, "chatId", MAX_ID_CHARS)?.to_string();
@@ -307,26 +352,26 @@ fn receipt_read(gw: Arc<Gateway>, s: SocketRef<Adapter>, v: Value) -> HandlerFut
             Some(_) => return Err(DomainError::validation("messageId must be a string")),
             None => return Err(DomainError::validation("messageId is required")),
         };
-        let user = user_of(&gw, &s)?;
         let room = RoomKey::new(ROOM_KIND, chat.clone());
         let read = gw.core.mark_read(&user, &room, message_id).await?;
         let read_at = time_fmt::iso_ms(read.read_at_ms);
         if read.moved {
-            let e = Emission {
-                namespace: gw.config.chat_namespace.clone(),
-                rooms: vec![chat_room(&chat)],
-                except: vec![],
-                event: "receipt:update",
-                data: json!({ "chatId": chat, "messageId": read.message_id.to_string(), "userId": user, "readAt": read_at }),
-                local: false,
-            };
-            gw.core.fanout.emit(e).await;
+            let ns = &gw.config.chat_namespace;
+            gw.core
+                .fanout
+                .receipt(ns, &room, &user, read.message_id, read.read_at_ms)
+                .await;
         }
         Ok(Some(json!({ "readAt": read_at })))
     })
 }
 
-fn presence_ping(gw: Arc<Gateway>, s: SocketRef<Adapter>, _v: Value) -> HandlerFuture {
+fn presence_ping(
+    gw: Arc<Gateway>,
+    s: SocketRef<Adapter>,
+    _user: Arc<str>,
+    _v: Value,
+) -> HandlerFuture {
     Box::pin(async move {
         gw.refresh_presence_of(&s).await;
         Ok(Some(
