@@ -104,7 +104,19 @@ impl Fanout {
         }
     }
 
-    async fn emit_all(&self, emissions: impl IntoIterator<Item = Emission>) -> bool {
+    /// Lets every dialect mounted on `namespace` (or every dialect, for None) render the event,
+    /// and emits what they render. Answers false when a publish failed.
+    async fn render_and_emit(
+        &self,
+        namespace: Option<&str>,
+        render: impl Fn(&ChatRender) -> Option<Emission>,
+    ) -> bool {
+        let emissions: Vec<Emission> = self
+            .chat
+            .iter()
+            .filter(|c| namespace.is_none_or(|n| c.namespace == n))
+            .filter_map(render)
+            .collect();
         let mut ok = true;
         for e in emissions {
             ok &= self.emit(e).await;
@@ -114,17 +126,14 @@ impl Fanout {
 
     /// A stored message was created, edited or deleted.
     pub async fn message(&self, event: MessageEvent, message: &Message) -> bool {
-        let emissions = self.chat.iter().filter_map(|c| c.message(event, message));
-        self.emit_all(emissions.collect::<Vec<_>>()).await
+        self.render_and_emit(None, |c| c.message(event, message))
+            .await
     }
 
     /// A room's metadata or membership changed; `removed` lost their membership.
     pub async fn room_changed(&self, room: &RoomInfo, removed: Option<&str>) -> bool {
-        let emissions = self
-            .chat
-            .iter()
-            .filter_map(|c| c.room_changed(room, removed));
-        self.emit_all(emissions.collect::<Vec<_>>()).await
+        self.render_and_emit(None, |c| c.room_changed(room, removed))
+            .await
     }
 
     /// A user came online or went offline in `namespace`; emitted by every node to its own
@@ -137,12 +146,10 @@ impl Fanout {
         at_ms: i64,
         contacts: &[String],
     ) {
-        let emissions = self
-            .chat
-            .iter()
-            .filter(|c| c.namespace == namespace)
-            .map(|c| c.presence(user_id, online, at_ms, contacts));
-        self.emit_all(emissions.collect::<Vec<_>>()).await;
+        self.render_and_emit(Some(namespace), |c| {
+            Some(c.presence(user_id, online, at_ms, contacts))
+        })
+        .await;
     }
 
     /// Typing started or stopped in a room.
@@ -154,12 +161,8 @@ impl Fanout {
         typing: bool,
         local: bool,
     ) {
-        let emissions = self
-            .chat
-            .iter()
-            .filter(|c| c.namespace == namespace)
-            .filter_map(|c| c.typing(room, user_id, typing, local));
-        self.emit_all(emissions.collect::<Vec<_>>()).await;
+        self.render_and_emit(Some(namespace), |c| c.typing(room, user_id, typing, local))
+            .await;
     }
 
     /// A user's read cursor moved forward in a room.
@@ -171,12 +174,10 @@ impl Fanout {
         message_id: i64,
         read_at_ms: i64,
     ) {
-        let emissions = self
-            .chat
-            .iter()
-            .filter(|c| c.namespace == namespace)
-            .filter_map(|c| c.receipt(room, user_id, message_id, read_at_ms));
-        self.emit_all(emissions.collect::<Vec<_>>()).await;
+        self.render_and_emit(Some(namespace), |c| {
+            c.receipt(room, user_id, message_id, read_at_ms)
+        })
+        .await;
     }
 
     /// Removes the user's sockets from rooms, on every node and in every namespace.
