@@ -3,6 +3,8 @@
 //! formatting and graceful-shutdown signals. No business rules live here.
 
 pub mod config;
+#[cfg(feature = "postgres")]
+pub mod db;
 pub mod error;
 pub mod shutdown;
 pub mod telemetry;

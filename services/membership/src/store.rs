@@ -17,26 +17,7 @@ pub const MAX_DEPTH: i32 = 1000;
 /// Postgres SQLSTATE for a foreign-key violation.
 const FOREIGN_KEY_VIOLATION: &str = "23503";
 
-/// Maps a database error: connection problems (I/O, TLS, pool timeout or closed, and the
-/// server-side "connection exception" / "shutting down" / "cannot connect now" states) become
-/// `Unavailable`, everything else `Internal`. Both log the cause.
-pub fn db_error(e: sqlx::Error) -> DomainError {
-    let connection_problem = match &e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| c.starts_with("08") || c == "57P01" || c == "57P02" || c == "57P03"),
-        _ => false,
-    };
-    if connection_problem {
-        DomainError::unavailable(e)
-    } else {
-        DomainError::internal(e)
-    }
-}
+pub use switchboard_common::db::db_error;
 
 fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
     match e {

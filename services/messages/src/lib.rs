@@ -98,7 +98,12 @@ pub async fn run(
         .acquire_timeout(std::time::Duration::from_secs(5))
         .connect(&config.database_url)
         .await
-        .with_context(|| format!("connecting to {}", redact(&config.database_url)))?;
+        .with_context(|| {
+            format!(
+                "connecting to {}",
+                switchboard_common::config::redact_url(&config.database_url)
+            )
+        })?;
     let service = MessagesService::new(Store::new(pool), config.max_content_chars);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "messages service listening");
@@ -117,17 +122,6 @@ pub async fn run(
         .await
         .context("serving gRPC")?;
     Ok(())
-}
-
-/// A database URL without its password, for error messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
-            Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
-            None => url.to_string(),
-        },
-        _ => url.to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -155,6 +149,9 @@ mod tests {
 
     #[test]
     fn passwords_are_hidden() {
-        assert_eq!(redact("postgres://u:pw@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            switchboard_common::config::redact_url("postgres://u:pw@h/db"),
+            "postgres://u:***@h/db"
+        );
     }
 }

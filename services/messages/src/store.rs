@@ -17,18 +17,7 @@ const COLUMNS: &str = "id, room_kind, room_id, seq, sender_id, type, content, fi
 const M_COLUMNS: &str = "m.id, m.room_kind, m.room_id, m.seq, m.sender_id, m.type, m.content, m.file_id, \
      m.file_name, m.file_size, m.mime_type, m.reply_to_id, m.client_id, m.created_at, m.edited_at, m.deleted_at";
 
-/// Maps a database failure: connection problems are `Unavailable`, the rest `Internal` (both
-/// logged, neither shown to clients).
-pub fn db_error(e: sqlx::Error) -> DomainError {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => DomainError::unavailable(e),
-        _ => DomainError::internal(e),
-    }
-}
+pub use switchboard_common::db::db_error;
 
 fn message_not_found() -> DomainError {
     DomainError::not_found("message not found")
