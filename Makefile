@@ -59,8 +59,8 @@ lint: ## rustfmt check and clippy with warnings as errors (both run; fails if ei
 fmt: ## format the workspace
 	cargo fmt --all
 
-bench: ## load tests (not yet)
-	@echo "Load tests live in load-tests/ and are coming in issue #3; nothing to run yet."
+bench: ## Switchboard vs the Node reference peer, same scenarios, one run -> docs/benchmarks/ (~25 min)
+	load-tests/bench.sh
 
 helm-lint: ## helm lint + template of the chart (when helm is installed), and the offline checks
 	@if command -v helm >/dev/null 2>&1; then \

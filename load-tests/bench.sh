@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# `make bench`: Switchboard and the Node reference peer (load-tests/node-peer), two nodes each
+# on the same Postgres and Redis, driven through the same scenarios by the same generator
+# (sb-load), interleaved: every scenario runs against one system and then the other (the order
+# alternates between repeats). Results: docs/benchmarks/raw/*.json, then
+# docs/benchmarks/results.{md,json} and PNG plots (load-tests/report/report.py).
+#
+# Knobs (environment): BENCH_OUT=docs/benchmarks, BENCH_REPEATS=2 (ladders and idle),
+# BENCH_SCENARIOS="idle idle-one-node connect-storm typing-fanout persisted-send presence-churn
+# node-kill", BENCH_SYSTEMS="switchboard node", BENCH_QUICK=1 (small sizes, for a smoke run),
+# SWITCHBOARD_BENCH_DATABASE (sb_bench), SWITCHBOARD_DATABASE_URL's server, SWITCHBOARD_REDIS_URL.
+set -euo pipefail
+SB_SCRIPT=bench
+# shellcheck source=../scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
+cd "$SB_ROOT"
+
+OUT="${BENCH_OUT:-docs/benchmarks}"
+RAW="$OUT/raw"
+REPEATS="${BENCH_REPEATS:-2}"
+SCENARIOS="${BENCH_SCENARIOS:-idle idle-one-node connect-storm typing-fanout persisted-send presence-churn node-kill}"
+SYSTEMS="${BENCH_SYSTEMS:-switchboard node}"
+QUICK="${BENCH_QUICK:-0}"
+ADMIN_TOKEN="bench-admin-token"
+JWT_SECRET="bench-jwt-secret"
+BASE_URL="${SWITCHBOARD_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+DB_NAME="${SWITCHBOARD_BENCH_DATABASE:-sb_bench}"
+DB_URL="${BASE_URL%/*}/$DB_NAME"
+REDIS_URL="${SWITCHBOARD_REDIS_URL:-redis://127.0.0.1:6379}"
+BIN="${CARGO_TARGET_DIR:-$SB_ROOT/target}/release"
+LOGS="$SB_LOCAL/bench-logs"
+# Rate limits out of the way on both systems (both still run their limiter on every send).
+RATE_LIMIT=100000000
+mkdir -p "$RAW" "$LOGS"
+ulimit -n "$(ulimit -Hn)"
+
+log "1/4 Postgres, Redis, release build, npm packages, report venv"
+scripts/ensure-postgres.sh
+scripts/ensure-redis.sh
+cargo build --release --workspace --bins
+(cd load-tests/node-peer && npm ci --no-audit --no-fund --silent)
+VENV="$SB_LOCAL/bench-venv"
+if [[ ! -x "$VENV/bin/python" ]]; then python3 -m venv "$VENV"; fi
+"$VENV/bin/pip" install -q -r load-tests/report/requirements.txt
+
+log "2/4 fresh database $DB_NAME"
+psql "$BASE_URL" -qc "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" -c "CREATE DATABASE $DB_NAME"
+SWITCHBOARD_DATABASE_URL="$DB_URL" "$BIN/switchboard-migrate" >"$LOGS/migrate.log" 2>&1
+
+# ---------------------------------------------------------------------------------------------
+PIDS=()
+cleanup() {
+    set +e
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+    sleep 1
+    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+    wait 2>/dev/null
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# spawn NAME CMD...: background process, log in $LOGS/NAME.log, pid in $LAST_PID.
+spawn() {
+    local name="$1"; shift
+    "$@" >"$LOGS/$name.log" 2>&1 &
+    LAST_PID=$!
+    PIDS+=("$LAST_PID")
+}
+
+wait_http() {
+    local url="$1" i
+    for ((i = 0; i < 150; i++)); do
+        [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)" == 200 ]] && return 0
+        sleep 0.2
+    done
+    die "$url did not answer 200"
+}
+
+declare -A URLS NODE_PIDS
+SB_SERVICES_STARTED=0
+# start_switchboard: the gRPC services once, gateways gw-1 :3000 and gw-2 :3001 (again after a kill).
+start_switchboard() {
+    local common=(env RUST_LOG=warn SWITCHBOARD_DATABASE_URL="$DB_URL" SWITCHBOARD_REDIS_URL="$REDIS_URL"
+        SWITCHBOARD_REDIS_PREFIX="bench:")
+    if ((SB_SERVICES_STARTED == 0)); then
+        spawn membership "${common[@]}" SWITCHBOARD_LISTEN=127.0.0.1:50061 "$BIN/membership"
+        spawn messages "${common[@]}" SWITCHBOARD_LISTEN=127.0.0.1:50062 "$BIN/messages"
+        spawn presence "${common[@]}" SWITCHBOARD_LISTEN=127.0.0.1:50063 "$BIN/presence"
+        SB_SERVICES_STARTED=1
+        sleep 1
+    fi
+    local pids=() n port
+    for n in 1 2; do
+        port=$((2999 + n))
+        if [[ -n "${NODE_PIDS[switchboard-$n]:-}" ]] && kill -0 "${NODE_PIDS[switchboard-$n]}" 2>/dev/null; then
+            pids+=("${NODE_PIDS[switchboard-$n]}"); continue
+        fi
+        spawn "gw-$n" "${common[@]}" SWITCHBOARD_LISTEN="127.0.0.1:$port" SWITCHBOARD_NODE_ID="gw-$n" \
+            SWITCHBOARD_MEMBERSHIP_URL=http://127.0.0.1:50061 SWITCHBOARD_MESSAGES_URL=http://127.0.0.1:50062 \
+            SWITCHBOARD_PRESENCE_URL=http://127.0.0.1:50063 SWITCHBOARD_ADMIN_TOKEN="$ADMIN_TOKEN" \
+            SWITCHBOARD_JWT_SECRET="$JWT_SECRET" SWITCHBOARD_SESSION_SECRET=bench-session-secret \
+            SWITCHBOARD_CHAT_RATE_LIMIT="$RATE_LIMIT" "$BIN/gateway"
+        NODE_PIDS[switchboard-$n]=$LAST_PID
+        pids+=("$LAST_PID")
+        wait_http "http://127.0.0.1:$port/readyz"
+    done
+    URLS[switchboard]="http://127.0.0.1:3000,http://127.0.0.1:3001"
+}
+
+# start_node: the Node peer, node-1 :4000 and node-2 :4001 (again after a kill).
+start_node() {
+    local n port
+    for n in 1 2; do
+        port=$((3999 + n))
+        if [[ -n "${NODE_PIDS[node-$n]:-}" ]] && kill -0 "${NODE_PIDS[node-$n]}" 2>/dev/null; then continue; fi
+        spawn "node-$n" env PORT="$port" NODE_ID="node-$n" DATABASE_URL="$DB_URL" REDIS_URL="$REDIS_URL" \
+            REDIS_PREFIX="bench-node:" ADMIN_TOKEN="$ADMIN_TOKEN" JWT_SECRET="$JWT_SECRET" \
+            RATE_LIMIT="$RATE_LIMIT" node load-tests/node-peer/server.mjs
+        NODE_PIDS[node-$n]=$LAST_PID
+        wait_http "http://127.0.0.1:$port/healthz"
+    done
+    URLS[node]="http://127.0.0.1:4000,http://127.0.0.1:4001"
+}
+
+# Scenario sizes (BENCH_QUICK=1 shrinks them for a smoke run of the whole pipeline).
+if ((QUICK)); then
+    IDLE=1000; ONE_NODE=2000; STORM=1000; FAN=(--clients 200 --room-size 20 --rates 50,200)
+    SEND=(--clients 200 --room-size 4 --rates 100,400); CHURN=(--clients 200 --room-size 10 --rates 10,20)
+    KILL=(--clients 1000 --room-size 10 --rate 100 --kill-after-secs 5 --after-kill-secs 8); STEP=4
+else
+    IDLE=10000; ONE_NODE=19000; STORM=5000
+    FAN=(--clients 2000 --room-size 20 --rates 100,200,400,800,1200,1600,2400,3200,4800)
+    SEND=(--clients 1000 --room-size 4 --rates 250,500,1000,1500,2000,2500,3000,4000,5000)
+    CHURN=(--clients 1000 --room-size 10 --rates 10,25,50,100,200)
+    KILL=(--clients 10000 --room-size 10 --rate 200 --kill-after-secs 10 --after-kill-secs 20); STEP=8
+fi
+
+# scenario_args SCENARIO -> the sb-load arguments beyond the cluster's.
+scenario_args() {
+    case "$1" in
+        idle) echo "--scenario idle --clients $IDLE --room-size 10 --settle-secs 5" ;;
+        idle-one-node) echo "--scenario idle --label idle-one-node --clients $ONE_NODE --room-size 10 --settle-secs 5" ;;
+        connect-storm) echo "--scenario connect-storm --clients $STORM --room-size 10 --concurrency 1000" ;;
+        typing-fanout) echo "--scenario typing-fanout ${FAN[*]} --step-secs $STEP" ;;
+        persisted-send) echo "--scenario persisted-send ${SEND[*]} --step-secs $STEP" ;;
+        presence-churn) echo "--scenario presence-churn ${CHURN[*]} --step-secs $STEP" ;;
+        node-kill) echo "--scenario node-kill ${KILL[*]}" ;;
+        *) die "unknown scenario $1" ;;
+    esac
+}
+
+# run_one SYSTEM SCENARIO REPEAT
+run_one() {
+    local system="$1" scenario="$2" repeat="$3" urls pids names
+    "start_$system"
+    urls="${URLS[$system]}"
+    pids="${NODE_PIDS[$system-1]},${NODE_PIDS[$system-2]}"
+    names="$system-1,$system-2"
+    if [[ "$scenario" == idle-one-node ]]; then
+        urls="${urls%%,*}"; pids="${pids%%,*}"; names="${names%%,*}"
+    fi
+    log "== $system / $scenario / repeat $repeat"
+    # shellcheck disable=SC2046
+    "$BIN/sb-load" --system "$system" --urls "$urls" --pids "$pids" --names "$names" \
+        --admin-token "$ADMIN_TOKEN" --out "$RAW" --repeat "$repeat" $(scenario_args "$scenario") \
+        2>&1 | tee -a "$LOGS/sb-load.log"
+    # Let sockets close and servers settle before the next system.
+    sleep 3
+}
+
+log "3/4 scenarios: $SCENARIOS × ($SYSTEMS), $REPEATS repeats where it pays"
+rm -f "$RAW"/*.json
+for scenario in $SCENARIOS; do
+    repeats="$REPEATS"
+    [[ "$scenario" == node-kill || "$scenario" == idle-one-node ]] && repeats=1
+    for ((r = 0; r < repeats; r++)); do
+        order="$SYSTEMS"
+        if ((r % 2 == 1)); then order="$(echo "$SYSTEMS" | tr ' ' '\n' | tac | tr '\n' ' ')"; fi
+        for system in $order; do run_one "$system" "$scenario" "$r"; done
+    done
+done
+
+log "4/4 report"
+python3 - "$RAW/machine.json" <<'PY'
+import json, os, platform, subprocess, sys, datetime
+def sh(c):
+    try: return subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
+    except Exception: return ""
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "")
+mem = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal"))) / 1e6
+json.dump({"cpu_model": cpu, "cores": os.cpu_count(), "mem_gb": round(mem, 1), "kernel": platform.release(),
+           "os": sh(". /etc/os-release && echo $PRETTY_NAME"), "rustc": sh("rustc --version"),
+           "node": sh("node --version"), "postgres": sh("psql --version"), "redis": sh("redis-server --version"),
+           "fd_limit": sh("ulimit -Hn"), "date": datetime.datetime.utcnow().isoformat() + "Z"},
+          open(sys.argv[1], "w"), indent=2)
+PY
+"$VENV/bin/python" load-tests/report/report.py --raw "$RAW" --out "$OUT"
+log "done: $OUT/results.md"
