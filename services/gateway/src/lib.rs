@@ -31,6 +31,7 @@ use socketioxide::{
 };
 use socketioxide_redis::RedisAdapterCtr;
 use switchboard_proto::presence as pp;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use crate::config::Config;
@@ -318,6 +319,13 @@ pub async fn run(
 
     let drain_gw = gw.clone();
     let drain_io = io.clone();
+    // Socket.IO frames are small and latency-bound (an ack, then a broadcast): without
+    // TCP_NODELAY, Nagle holds the second write until the first is ACKed (up to 40 ms).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

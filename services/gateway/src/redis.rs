@@ -30,6 +30,9 @@ fn builder(url: &str) -> anyhow::Result<Builder> {
             c.connection_timeout = Duration::from_secs(2);
             c.internal_command_timeout = COMMAND_TIMEOUT;
             c.max_command_attempts = 2;
+            // Commands from many tasks share one connection: Nagle would hold small writes
+            // back until the previous reply is ACKed.
+            c.tcp.nodelay = Some(true);
         })
         // Retry for ever, 100 ms doubling up to 2 s: Redis coming back is picked up within seconds.
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));

@@ -80,6 +80,8 @@ impl Store {
             .with_connection_config(|c| {
                 c.connection_timeout = COMMAND_TIMEOUT;
                 c.internal_command_timeout = COMMAND_TIMEOUT;
+                // Small pipelined commands: do not let Nagle hold them back.
+                c.tcp.nodelay = Some(true);
             })
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
             .build()?;
