@@ -27,6 +27,14 @@ fn room_not_found() -> DomainError {
     DomainError::not_found("room not found")
 }
 
+/// A message inserted by [`Store::send`] with its outbox entry.
+#[derive(sqlx::FromRow)]
+struct Inserted {
+    #[sqlx(flatten)]
+    message: StoredMessage,
+    outbox_id: i64,
+}
+
 /// The messages store over a Postgres pool.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -44,53 +52,42 @@ impl Store {
 
     /// Stores a message, or answers the existing one for an idempotent repeat.
     ///
-    /// In one transaction: an existing `(sender, room, client_id)` is answered as is
-    /// (`created = false`, `outbox_id = 0`; the repeat's content is ignored). Otherwise the room's
-    /// `last_seq` is incremented (this locks the room row, so ids and seqs grow together within
-    /// a room; no room → `NOT_FOUND`), `reply_to_id` must name a message of the same room
-    /// (deleted ones included), the message is inserted with `ON CONFLICT DO NOTHING` on the
-    /// idempotency index, and an outbox `new` entry is written. A concurrent duplicate that won
-    /// the race makes this transaction roll back (the seq is not consumed) and answer the winner.
-    /// A `file_id` that names no file is `NOT_FOUND`.
+    /// A new message is one statement (so one round trip and one commit): the room's `last_seq`
+    /// is incremented (locking the room row until the commit, so ids and seqs grow together
+    /// within a room; no room → `NOT_FOUND`), the message is inserted and its outbox `new` entry
+    /// written. A repeat of `(sender, room, client_id)`, or a concurrent duplicate that won the
+    /// race, fails that statement on the idempotency index: it is rolled back whole (the seq is
+    /// not consumed) and the existing message is answered (`created = false`, `outbox_id = 0`;
+    /// the repeat's content is ignored). `reply_to_id` must name a message of the same room
+    /// (deleted ones included); a `file_id` that names no file is `NOT_FOUND`.
     pub async fn send(&self, m: &NewMessage) -> Result<Sent, DomainError> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        if let Some(client_id) = &m.client_id
-            && let Some(existing) = find_by_client_id(&mut tx, m, client_id).await?
-        {
-            tx.rollback().await.map_err(db_error)?;
-            return Ok(Sent {
-                message: existing,
-                created: false,
-                outbox_id: 0,
-            });
-        }
-
-        let seq: Option<i64> =
-            sqlx::query_scalar("UPDATE rooms SET last_seq = last_seq + 1 WHERE kind = $1 AND id = $2 RETURNING last_seq")
-                .bind(&m.room.kind)
-                .bind(&m.room.id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_error)?;
-        let seq = seq.ok_or_else(room_not_found)?;
-
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
         if let Some(reply_to) = m.reply_to_id
-            && !message_in_room(&mut tx, &m.room, reply_to).await?
+            && !message_in_room(&mut conn, &m.room, reply_to).await?
         {
+            // A repeat of a message that replied is still answered as a repeat.
+            if let Some(existing) = self.existing(&mut conn, m).await? {
+                return Ok(existing);
+            }
             return Err(DomainError::not_found("reply_to message not found"));
         }
 
         let insert = format!(
-            "INSERT INTO messages (room_kind, room_id, seq, sender_id, type, content, file_id, file_name, \
-                 file_size, mime_type, reply_to_id, client_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-             ON CONFLICT (sender_id, room_kind, room_id, client_id) WHERE client_id IS NOT NULL DO NOTHING \
-             RETURNING {COLUMNS}"
+            "WITH seq AS ( \
+                 UPDATE rooms SET last_seq = last_seq + 1 WHERE kind = $1 AND id = $2 RETURNING last_seq \
+             ), inserted AS ( \
+                 INSERT INTO messages (room_kind, room_id, seq, sender_id, type, content, file_id, \
+                     file_name, file_size, mime_type, reply_to_id, client_id) \
+                 SELECT $1, $2, seq.last_seq, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM seq \
+                 RETURNING {COLUMNS} \
+             ), outboxed AS ( \
+                 INSERT INTO outbox (message_id, event) SELECT id, 'new' FROM inserted RETURNING id \
+             ) \
+             SELECT inserted.*, outboxed.id AS outbox_id FROM inserted, outboxed"
         );
-        let inserted: Option<StoredMessage> = sqlx::query_as(&insert)
+        let stored: Result<Option<Inserted>, sqlx::Error> = sqlx::query_as(&insert)
             .bind(&m.room.kind)
             .bind(&m.room.id)
-            .bind(seq)
             .bind(&m.sender_id)
             .bind(m.kind.as_str())
             .bind(&m.content)
@@ -100,40 +97,43 @@ impl Store {
             .bind(&m.file.mime_type)
             .bind(m.reply_to_id)
             .bind(&m.client_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| match &e {
-                sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
-                    DomainError::not_found("file not found")
-                }
-                _ => db_error(e),
-            })?;
+            .fetch_optional(&mut *conn)
+            .await;
+        match stored {
+            Ok(Some(i)) => Ok(Sent {
+                message: i.message,
+                created: true,
+                outbox_id: i.outbox_id,
+            }),
+            Ok(None) => Err(room_not_found()),
+            Err(sqlx::Error::Database(d)) if d.constraint() == Some("messages_idempotency") => {
+                self.existing(&mut conn, m).await?.ok_or_else(|| {
+                    DomainError::internal("idempotency conflict without an existing message")
+                })
+            }
+            Err(sqlx::Error::Database(d)) if d.constraint() == Some("messages_file_id_fkey") => {
+                Err(DomainError::not_found("file not found"))
+            }
+            Err(e) => Err(db_error(e)),
+        }
+    }
 
-        let Some(message) = inserted else {
-            // Lost the race to a concurrent send with the same client_id: answer the winner.
-            tx.rollback().await.map_err(db_error)?;
-            let client_id = m.client_id.as_deref().unwrap_or_default();
-            let mut conn = self.pool.acquire().await.map_err(db_error)?;
-            let existing = find_by_client_id(&mut conn, m, client_id).await?;
-            return match existing {
-                Some(message) => Ok(Sent {
-                    message,
-                    created: false,
-                    outbox_id: 0,
-                }),
-                None => Err(DomainError::internal(
-                    "idempotency conflict without an existing message",
-                )),
-            };
+    /// The stored message of an idempotent repeat, answered as such.
+    async fn existing(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        m: &NewMessage,
+    ) -> Result<Option<Sent>, DomainError> {
+        let Some(client_id) = &m.client_id else {
+            return Ok(None);
         };
-
-        let outbox_id = insert_outbox(&mut tx, message.id, "new").await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(Sent {
-            message,
-            created: true,
-            outbox_id,
-        })
+        Ok(find_by_client_id(conn, m, client_id)
+            .await?
+            .map(|message| Sent {
+                message,
+                created: false,
+                outbox_id: 0,
+            }))
     }
 
     /// Replaces a message's content and sets `edited_at`; writes an outbox `edited` entry.
