@@ -8,6 +8,7 @@
 # Knobs (environment): BENCH_OUT=docs/benchmarks, BENCH_REPEATS=2 (ladders and idle),
 # BENCH_SCENARIOS="idle idle-one-node connect-storm typing-fanout persisted-send presence-churn
 # node-kill", BENCH_SYSTEMS="switchboard node", BENCH_QUICK=1 (small sizes, for a smoke run),
+# BENCH_SERVE_ONLY=1 (start both clusters and wait, for profiling with perf),
 # SWITCHBOARD_BENCH_DATABASE (sb_bench), SWITCHBOARD_DATABASE_URL's server, SWITCHBOARD_REDIS_URL.
 set -euo pipefail
 SB_SCRIPT=bench
@@ -122,6 +123,20 @@ start_node() {
     URLS[node]="http://127.0.0.1:4000,http://127.0.0.1:4001"
 }
 
+# restart_nodes SYSTEM: fresh node processes (idle memory is read as RSS growth, and an
+# allocator reuses what an earlier scenario freed: only a fresh process shows the real cost).
+restart_nodes() {
+    local system="$1" n pid
+    for n in 1 2; do
+        pid="${NODE_PIDS[$system-$n]:-}"
+        [[ -n "$pid" ]] || continue
+        kill -TERM "$pid" 2>/dev/null || true
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
+        unset "NODE_PIDS[$system-$n]"
+    done
+    "start_$system"
+}
+
 # Scenario sizes (BENCH_QUICK=1 shrinks them for a smoke run of the whole pipeline).
 if ((QUICK)); then
     IDLE=1000; ONE_NODE=2000; STORM=1000; FAN=(--clients 200 --room-size 20 --rates 50,200)
@@ -152,7 +167,7 @@ scenario_args() {
 # run_one SYSTEM SCENARIO REPEAT
 run_one() {
     local system="$1" scenario="$2" repeat="$3" urls pids names
-    "start_$system"
+    if [[ "$scenario" == idle* ]]; then restart_nodes "$system"; else "start_$system"; fi
     urls="${URLS[$system]}"
     pids="${NODE_PIDS[$system-1]},${NODE_PIDS[$system-2]}"
     names="$system-1,$system-2"
@@ -167,6 +182,16 @@ run_one() {
     # Let sockets close and servers settle before the next system.
     sleep 3
 }
+
+if [[ -n "${BENCH_SERVE_ONLY:-}" ]]; then
+    # For profiling: both clusters up, pids printed, until Ctrl-C.
+    for system in $SYSTEMS; do
+        "start_$system"
+        log "$system: ${URLS[$system]} pids ${NODE_PIDS[$system-1]},${NODE_PIDS[$system-2]}"
+    done
+    log "serving until interrupted (sb-load --admin-token $ADMIN_TOKEN ...)"
+    while sleep 3600; do :; done
+fi
 
 log "3/4 scenarios: $SCENARIOS × ($SYSTEMS), $REPEATS repeats where it pays"
 rm -f "$RAW"/*.json
