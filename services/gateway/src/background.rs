@@ -132,11 +132,18 @@ enum PresenceEvent {
 /// Every node receives every transition and emits it to its own sockets only.
 async fn subscribe_presence_events(gw: Arc<Gateway>) -> anyhow::Result<JoinHandle<()>> {
     let channel = format!("{}presence:events", gw.config.redis_prefix);
+    let authz_channel = crate::core::authz_channel(&gw.config.redis_prefix);
     let subscriber = crate::redis::subscriber_client(&gw.config.redis_url)?;
     subscriber.init().await?;
     let mut rx = subscriber.message_rx();
-    subscriber.subscribe(channel.clone()).await?;
-    let resubscriber = crate::redis::keep_subscribed(&subscriber, || {});
+    subscriber
+        .subscribe(vec![channel.clone(), authz_channel.clone()])
+        .await?;
+    // Invalidations may have been published while we were away: forget every decision.
+    let forget = gw.clone();
+    let resubscriber = crate::redis::keep_subscribed(&subscriber, move || {
+        forget.core.authz.forget(crate::authz::EVERYONE)
+    });
     Ok(tokio::spawn(async move {
         // Keep the client alive (and resubscribing) as long as the task runs.
         let _subscriber = subscriber;
@@ -153,6 +160,10 @@ async fn subscribe_presence_events(gw: Arc<Gateway>) -> anyhow::Result<JoinHandl
             let Some(text) = msg.value.as_str() else {
                 continue;
             };
+            if *msg.channel == *authz_channel {
+                gw.core.authz.forget(&text);
+                continue;
+            }
             let event = match serde_json::from_str::<PresenceEvent>(&text) {
                 Ok(e) => e,
                 Err(e) => {

@@ -62,11 +62,15 @@ pub struct Config {
     pub max_rooms_per_socket: usize,
     /// Hard cap of one Engine.IO packet; dialects enforce their own, smaller, limits below it.
     pub max_payload_bytes: u64,
-    /// WebSocket read buffer per connection (memory per idle connection).
+    /// WebSocket read buffer per connection, and the most one read takes from the socket: every
+    /// idle connection holds it (1 KiB: a chat event fits in one read; a larger frame grows it,
+    /// and it stays grown).
     pub ws_read_buffer_bytes: usize,
     /// How long shutdown waits after telling clients to reconnect elsewhere.
     pub drain_grace: Duration,
     pub grpc_timeout: Duration,
+    /// How long an allowed authorization decision is remembered (`crate::authz`); 0 = never.
+    pub authz_cache_ttl: Duration,
 }
 
 fn ms(name: &str, default: u64) -> anyhow::Result<Duration> {
@@ -138,8 +142,9 @@ impl Config {
             chat_typing_ttl: ms("CHAT_TYPING_TTL_MS", 3_000)?,
             max_rooms_per_socket: env_or("MAX_ROOMS_PER_SOCKET", 200)?,
             max_payload_bytes: env_or("MAX_PAYLOAD_BYTES", 1_048_576)?,
-            ws_read_buffer_bytes: env_or("WS_READ_BUFFER_BYTES", 4_096)?,
+            ws_read_buffer_bytes: env_or("WS_READ_BUFFER_BYTES", 1_024)?,
             drain_grace: ms("DRAIN_GRACE_MS", 1_000)?,
+            authz_cache_ttl: ms("AUTHZ_CACHE_MS", 30_000)?,
             grpc_timeout: ms("GRPC_TIMEOUT_MS", 5_000)?,
         };
         config.validate()?;

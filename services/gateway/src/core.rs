@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
-use fred::{prelude::Client, types::scripts::Script};
+use fred::{interfaces::PubsubInterface, prelude::Client, types::scripts::Script};
 use switchboard_common::{DomainError, ErrorCode};
 use switchboard_proto::{common as pc, membership as pm, messages as pmsg, presence as pp};
 
+use crate::authz::AuthzCache;
 use crate::{clients::Clients, config::Config, fanout::Fanout};
 
 /// A room: its kind and the application's id for it.
@@ -58,7 +59,7 @@ pub fn session_room(session_id: &str) -> String {
 }
 
 /// Permissions named in the membership service's role table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     Join,
     Send,
@@ -263,6 +264,11 @@ redis.call('PEXPIRE', KEYS[1], window)
 return 1
 "#;
 
+/// The channel on which nodes tell each other to forget authorization decisions.
+pub fn authz_channel(redis_prefix: &str) -> String {
+    format!("{redis_prefix}authz:changed")
+}
+
 pub struct Core {
     pub clients: Clients,
     pub fanout: Arc<Fanout>,
@@ -270,6 +276,7 @@ pub struct Core {
     rate_script: Script,
     config: Arc<Config>,
     confirmations: tokio::sync::mpsc::Sender<i64>,
+    pub authz: AuthzCache,
 }
 
 impl Core {
@@ -282,6 +289,7 @@ impl Core {
             fanout,
             redis,
             rate_script: Script::from_lua(RATE_LUA),
+            authz: AuthzCache::new(config.authz_cache_ttl),
             config,
             confirmations,
         }
@@ -311,6 +319,25 @@ impl Core {
             .await
     }
 
+    /// Whether `user_id` may do `action` in `room` (an existing room), remembering a yes for a
+    /// while (see [`crate::authz`]).
+    pub async fn allowed(
+        &self,
+        user_id: &str,
+        room: &RoomKey,
+        action: Action,
+    ) -> Result<bool, DomainError> {
+        if self.authz.is_allowed(user_id, room, action) {
+            return Ok(true);
+        }
+        let d = self.authorize(user_id, room, action).await?;
+        let allowed = d.room_exists && d.allowed;
+        if allowed {
+            self.authz.remember_allowed(user_id, room, action);
+        }
+        Ok(allowed)
+    }
+
     /// Fails with FORBIDDEN unless allowed. A room that does not exist is FORBIDDEN too:
     /// existence is not revealed to users.
     pub async fn require(
@@ -319,11 +346,25 @@ impl Core {
         room: &RoomKey,
         action: Action,
     ) -> Result<(), DomainError> {
-        let decision = self.authorize(user_id, room, action).await?;
-        if decision.room_exists && decision.allowed {
+        if self.allowed(user_id, room, action).await? {
             Ok(())
         } else {
             Err(DomainError::forbidden())
+        }
+    }
+
+    /// After a change that may take a permission away from `user_id` ([`crate::authz::EVERYONE`] for
+    /// all): forget here at once, and tell every node. A failed publish is logged; the other
+    /// nodes' entries then expire with their TTL.
+    pub async fn permissions_changed(&self, user_id: &str) {
+        self.authz.forget(user_id);
+        if !self.authz.enabled() {
+            return;
+        }
+        let channel = authz_channel(&self.config.redis_prefix);
+        let published: Result<i64, _> = self.redis.publish(channel, user_id).await;
+        if let Err(e) = published {
+            tracing::warn!(error = %e, "authorization change not published; other nodes rely on the TTL");
         }
     }
 
@@ -612,8 +653,7 @@ impl Core {
         typing: bool,
         ttl_ms: i64,
     ) -> Result<bool, DomainError> {
-        let d = self.authorize(user_id, room, Action::Typing).await?;
-        if !(d.room_exists && d.allowed) {
+        if !self.allowed(user_id, room, Action::Typing).await? {
             return Ok(false);
         }
         let req = pp::TypingRequest {
@@ -635,7 +675,11 @@ impl Core {
         Ok(r.changed)
     }
 
-    pub async fn contacts(&self, user_id: &str) -> Result<Vec<String>, DomainError> {
+    /// The users who share a room with `user_id` (remembered for a while, see [`crate::authz`]).
+    pub async fn contacts(&self, user_id: &str) -> Result<Arc<Vec<String>>, DomainError> {
+        if let Some(known) = self.authz.contacts(user_id) {
+            return Ok(known);
+        }
         let req = pm::ListContactsRequest {
             user_id: user_id.to_string(),
         };
@@ -647,7 +691,9 @@ impl Core {
                 self.clients.membership.clone().list_contacts(req),
             )
             .await?;
-        Ok(r.user_ids)
+        let contacts = Arc::new(r.user_ids);
+        self.authz.remember_contacts(user_id, contacts.clone());
+        Ok(contacts)
     }
 }
 

@@ -257,6 +257,8 @@ async fn put_user(
             c.membership.clone().upsert_user(req),
         )
         .await?;
+    // The global role may have changed, and with it what the user may do.
+    gw.core.permissions_changed(&u.id).await;
     Ok(Json(json!({
         "id": u.id, "username": u.username, "firstName": u.first_name, "lastName": u.last_name, "role": u.role,
     }))
@@ -331,6 +333,10 @@ async fn put_room(
     )
     .await?;
     let after = gw.core.room(&room).await?;
+    // A new parent changes who inherits membership of this room and its children.
+    if before.as_ref().is_some_and(|b| b.parent != after.parent) {
+        gw.core.permissions_changed(crate::authz::EVERYONE).await;
+    }
     let changed = before.as_ref().is_some_and(|b| {
         b.title != after.title || b.kind_type != after.kind_type || b.created_by != after.created_by
     });
@@ -365,6 +371,8 @@ async fn put_member(
             c.membership.clone().grant_member(req),
         )
         .await?;
+    // A new role may allow less than the old one.
+    gw.core.permissions_changed(&user_id).await;
     let info = gw.core.room(&room).await?;
     gw.core.fanout.room_changed(&info, None).await;
     Ok(Json(json!({ "userId": m.user_id, "role": m.role, "grantedAt": time_fmt::iso_ms(m.granted_at_ms) })).into_response())
@@ -391,6 +399,7 @@ async fn delete_member(
     if !r.removed {
         return Err(DomainError::not_found("Membership not found").into());
     }
+    gw.core.permissions_changed(&user_id).await;
     let lost = r
         .lost_rooms
         .into_iter()

@@ -5,12 +5,14 @@
 //! outbox, and presence expires by TTL.
 
 pub mod auth;
+pub mod authz;
 pub mod background;
 pub mod clients;
 pub mod config;
 pub mod core;
 pub mod dialect;
 pub mod fanout;
+pub mod head;
 pub mod http;
 pub mod metrics;
 pub mod redis;
@@ -23,6 +25,7 @@ use std::{
     },
 };
 
+use axum::serve::ListenerExt;
 use serde_json::Value;
 use socketioxide::{
     SocketIo,
@@ -31,7 +34,6 @@ use socketioxide::{
 };
 use socketioxide_redis::RedisAdapterCtr;
 use switchboard_proto::presence as pp;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use crate::config::Config;
@@ -313,6 +315,8 @@ pub async fn run(
     let tasks = background::spawn_all(gw.clone()).await?;
     let app = http::router(gw.clone())
         .layer(layer)
+        // Before socketioxide sees the request: idle sockets must not pin hyper's read buffer.
+        .layer(axum::middleware::map_request(head::compact_engine_io_head))
         .layer(http::cors(&config));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, node = %config.node_id, "gateway listening");

@@ -4,8 +4,12 @@
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use serde_json::{Value, json};
-use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::{
+    ParserError,
+    extract::{AckSender, Event, SocketRef, TryData},
+};
 use switchboard_common::{DomainError, ErrorCode, telemetry, time_fmt};
+use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use super::{object, string_field};
@@ -178,55 +182,96 @@ type HandlerFuture = Pin<Box<dyn Future<Output = Result<Option<Value>, DomainErr
 /// A handler gets the socket's user, fixed at the handshake (never from a payload).
 type Handler = fn(Arc<Gateway>, SocketRef<Adapter>, Arc<str>, Value) -> HandlerFuture;
 
-/// Registers the contract's events on a socket authenticated as `user_id`.
+/// The contract's events and their handlers.
+const EVENTS: [(&str, Handler); 7] = [
+    ("room:join", room_join),
+    ("room:leave", room_leave),
+    ("message:send", message_send),
+    ("typing:start", typing_start),
+    ("typing:stop", typing_stop),
+    ("receipt:read", receipt_read),
+    ("presence:ping", presence_ping),
+];
+
+/// Registers the contract's events on a socket authenticated as `user_id`: one handler for all
+/// of them (socketioxide boxes every handler of every socket and keeps a map of them per
+/// socket, which costs idle sockets memory). Events outside the contract get no answer, as
+/// events without a handler never did.
+///
+/// A socket's events are handled one after the other, in the order they arrived (socketioxide
+/// runs each handler as its own task): a `typing:stop` never overtakes its `typing:start`, and
+/// two sends from one socket are stored in the order they were sent.
 pub fn register(gw: &Arc<Gateway>, s: &SocketRef<Adapter>, user_id: &str) {
     let user: Arc<str> = Arc::from(user_id);
-    on(gw, s, &user, "room:join", room_join);
-    on(gw, s, &user, "room:leave", room_leave);
-    on(gw, s, &user, "message:send", message_send);
-    on(gw, s, &user, "typing:start", |gw, s, u, v| {
-        typing(gw, s, u, v, true)
-    });
-    on(gw, s, &user, "typing:stop", |gw, s, u, v| {
-        typing(gw, s, u, v, false)
-    });
-    on(gw, s, &user, "receipt:read", receipt_read);
-    on(gw, s, &user, "presence:ping", presence_ping);
+    let gw = gw.clone();
+    let in_order = Arc::new(InOrder::default());
+    s.on_fallback(
+        move |s: SocketRef<Adapter>,
+              Event(name): Event,
+              TryData(data): TryData<Value>,
+              ack: AckSender<Adapter>| {
+            let gw = gw.clone();
+            let user = user.clone();
+            // Taken here, synchronously, as the event arrives: the turn follows arrival order.
+            let (previous, done) = in_order.turn();
+            async move {
+                if let Some(previous) = previous {
+                    // Err = the previous event's handler finished (or its task ended).
+                    let _ = previous.await;
+                }
+                if let Some(&(event, handler)) = EVENTS.iter().find(|(e, _)| *e == name) {
+                    handle(gw, s, user, event, handler, data, ack).await;
+                }
+                drop(done);
+            }
+        },
+    );
+}
+
+/// Turns for one socket's events: each waits for the one before it to finish.
+#[derive(Default)]
+struct InOrder(std::sync::Mutex<Option<oneshot::Receiver<()>>>);
+
+impl InOrder {
+    /// The previous event's completion to wait for, and this event's (dropped when done).
+    fn turn(&self) -> (Option<oneshot::Receiver<()>>, oneshot::Sender<()>) {
+        let (done, finished) = oneshot::channel();
+        let previous = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(finished);
+        (previous, done)
+    }
 }
 
 /// Runs `handler` for `event` in its own span (whose trace id is the `correlationId`), and
 /// answers the acknowledgement when the client asked for one.
-fn on(
-    gw: &Arc<Gateway>,
-    s: &SocketRef<Adapter>,
-    user: &Arc<str>,
+async fn handle(
+    gw: Arc<Gateway>,
+    s: SocketRef<Adapter>,
+    user: Arc<str>,
     event: &'static str,
     handler: Handler,
+    data: Result<Value, ParserError>,
+    ack: AckSender<Adapter>,
 ) {
-    let gw = gw.clone();
-    let user = user.clone();
-    s.on(event, move |s: SocketRef<Adapter>, TryData(data): TryData<Value>, ack: AckSender<Adapter>| {
-        let gw = gw.clone();
-        let user = user.clone();
-        async move {
-            let namespace = &gw.config.chat_namespace;
-            gw.metrics.event_in(namespace, event);
-            let span = tracing::info_span!("socket.event", namespace = %namespace, event, user_id = %user, socket_id = %s.id);
-            async move {
-                let result = match data {
-                    Ok(v) => handler(gw.clone(), s, user, v).await,
-                    Err(_) => Err(DomainError::validation("Invalid payload")),
-                };
-                if let Err(e) = &result {
-                    gw.metrics.error(e.code.name());
-                }
-                // A client that passed no callback simply gets nothing.
-                let _ = ack.send(&ack_json(result));
-            }
-            .instrument(span)
-            .await
+    let namespace = &gw.config.chat_namespace;
+    gw.metrics.event_in(namespace, event);
+    let span = tracing::info_span!("socket.event", namespace = %namespace, event, user_id = %user, socket_id = %s.id);
+    async move {
+        let result = match data {
+            Ok(v) => handler(gw.clone(), s, user, v).await,
+            Err(_) => Err(DomainError::validation("Invalid payload")),
+        };
+        if let Err(e) = &result {
+            gw.metrics.error(e.code.name());
         }
-    });
+        // A client that passed no callback simply gets nothing.
+        let _ = ack.send(&ack_json(result));
+    }
+    .instrument(span)
+    .await
 }
 
 fn chat_id(v: &Value) -> Result<String, DomainError> {
@@ -307,6 +352,19 @@ fn message_send(
             json!({ "clientId": client_id, "serverId": sent.message.id.to_string() }),
         ))
     })
+}
+
+fn typing_start(
+    gw: Arc<Gateway>,
+    s: SocketRef<Adapter>,
+    user: Arc<str>,
+    v: Value,
+) -> HandlerFuture {
+    typing(gw, s, user, v, true)
+}
+
+fn typing_stop(gw: Arc<Gateway>, s: SocketRef<Adapter>, user: Arc<str>, v: Value) -> HandlerFuture {
+    typing(gw, s, user, v, false)
 }
 
 fn typing(

@@ -5,7 +5,9 @@ import { afterEach, test } from 'node:test';
 import {
   NODE1,
   NODE2,
+  QUIET_MS,
   ack,
+  addMember,
   assertChatMessage,
   assertErrorAck,
   assertIso,
@@ -16,6 +18,7 @@ import {
   join,
   newChat,
   newUser,
+  removeMember,
   rid,
   send,
   sleep,
@@ -224,4 +227,27 @@ test('an idempotent repeat does not consume rate-limit budget', async () => {
   }
   await send(a, chatId, 'the tenth'); // still within budget: the repeats did not count
   await expectRateLimited(a, chatId, b);
+});
+
+test('a member revoked through one node can no longer send or type on the other, even right after sending there', async () => {
+  // Each node remembers allowed decisions for a while: the revocation must reach them all.
+  const { chatId, users, a, b } = await twoNodes(3);
+  const c = await connectUser(users[2], NODE2);
+  await join(c, chatId);
+  await send(b, chatId); // allowed, and now remembered by node 2
+  b.emit('typing:start', { chatId });
+  await waitFor(a, 'typing:update', (x) => x.userId === users[1].id && x.state === 'start');
+  b.emit('typing:stop', { chatId });
+  await waitFor(a, 'typing:update', (x) => x.userId === users[1].id && x.state === 'stop');
+
+  await removeMember(chatId, users[1].id); // through node 1; B is on node 2
+
+  assertErrorAck(await ack(b, 'message:send', { chatId, body: 'after', clientId: uuid() }), 'FORBIDDEN');
+  const before = count(c, 'typing:update', (x) => x.userId === users[1].id && x.state === 'start');
+  b.emit('typing:start', { chatId });
+  await sleep(QUIET_MS);
+  assert.equal(count(c, 'typing:update', (x) => x.userId === users[1].id && x.state === 'start'), before);
+  // Granting again takes effect at once (refusals are never remembered).
+  await addMember(chatId, users[1].id);
+  await send(b, chatId);
 });

@@ -1,0 +1,155 @@
+//! The node's memory of recent membership answers: *allowed* authorization decisions, so a
+//! chatty socket (typing, sending, marking read) costs one membership round trip (gRPC +
+//! Postgres) per room and action, not one per event; and users' contacts, so a presence
+//! transition does not cost every node a Postgres query (a connect storm made the membership
+//! pool the bottleneck: see docs/benchmarks).
+//!
+//! Only "allowed" is remembered: a refusal is always asked again, so a grant takes effect at
+//! once. What could turn an allowed decision into a refusal (a member revoked or re-granted
+//! another role, a user's global role changed, a room re-parented) goes through the integration
+//! API of some node, which forgets locally and publishes on `{prefix}authz:changed`; every node
+//! forgets on receipt. Any such change may change anyone's contacts: all contacts are forgotten. Missed messages are covered twice: every node forgets everything when its
+//! subscription comes back after a Redis outage, and entries expire after
+//! `SWITCHBOARD_AUTHZ_CACHE_MS` (30 s by default; 0 turns the cache off).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::core::{Action, RoomKey};
+
+/// Beyond this many users remembered, start again from empty (a bound, not an eviction policy:
+/// a node serving more active users than this simply asks more often).
+const MAX_USERS: usize = 200_000;
+
+/// The payload of an invalidation that concerns every user (a room was re-parented).
+pub const EVERYONE: &str = "*";
+
+/// Per user: until when each (room, action) is known to be allowed.
+type AllowedUntil = HashMap<String, HashMap<(RoomKey, Action), Instant>>;
+/// Per user: their contacts, and until when that list may be used.
+type ContactsUntil = HashMap<String, (Arc<Vec<String>>, Instant)>;
+
+pub struct AuthzCache {
+    ttl: Duration,
+    allowed: Mutex<AllowedUntil>,
+    contacts: Mutex<ContactsUntil>,
+}
+
+impl AuthzCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            allowed: Mutex::default(),
+            contacts: Mutex::default(),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        !self.ttl.is_zero()
+    }
+
+    /// True when `user` was allowed `action` in `room` less than the TTL ago.
+    pub fn is_allowed(&self, user: &str, room: &RoomKey, action: Action) -> bool {
+        if !self.enabled() {
+            return false;
+        }
+        let allowed = self.allowed.lock().expect("authz cache lock");
+        allowed
+            .get(user)
+            .and_then(|rooms| rooms.get(&(room.clone(), action)))
+            .is_some_and(|expires| *expires > Instant::now())
+    }
+
+    pub fn remember_allowed(&self, user: &str, room: &RoomKey, action: Action) {
+        if !self.enabled() {
+            return;
+        }
+        let mut allowed = self.allowed.lock().expect("authz cache lock");
+        if allowed.len() >= MAX_USERS && !allowed.contains_key(user) {
+            allowed.clear();
+        }
+        allowed
+            .entry(user.to_string())
+            .or_default()
+            .insert((room.clone(), action), Instant::now() + self.ttl);
+    }
+
+    pub fn contacts(&self, user: &str) -> Option<Arc<Vec<String>>> {
+        let contacts = self.contacts.lock().expect("contacts cache lock");
+        contacts
+            .get(user)
+            .filter(|(_, expires)| *expires > Instant::now())
+            .map(|(c, _)| c.clone())
+    }
+
+    pub fn remember_contacts(&self, user: &str, list: Arc<Vec<String>>) {
+        if !self.enabled() {
+            return;
+        }
+        let mut contacts = self.contacts.lock().expect("contacts cache lock");
+        if contacts.len() >= MAX_USERS && !contacts.contains_key(user) {
+            contacts.clear();
+        }
+        contacts.insert(user.to_string(), (list, Instant::now() + self.ttl));
+    }
+
+    /// Forgets one user's decisions, or everyone's for [`EVERYONE`]; and every contact list.
+    pub fn forget(&self, user: &str) {
+        let mut allowed = self.allowed.lock().expect("authz cache lock");
+        if user == EVERYONE {
+            allowed.clear();
+        } else {
+            allowed.remove(user);
+        }
+        drop(allowed);
+        self.contacts.lock().expect("contacts cache lock").clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembers_allowed_per_room_and_action_until_forgotten() {
+        let cache = AuthzCache::new(Duration::from_secs(30));
+        let chat = RoomKey::new("chat", "1");
+        let other = RoomKey::new("chat", "2");
+        assert!(!cache.is_allowed("u", &chat, Action::Send));
+        cache.remember_allowed("u", &chat, Action::Send);
+        assert!(cache.is_allowed("u", &chat, Action::Send));
+        assert!(!cache.is_allowed("u", &chat, Action::Typing));
+        assert!(!cache.is_allowed("u", &other, Action::Send));
+        assert!(!cache.is_allowed("v", &chat, Action::Send));
+        cache.forget("v");
+        assert!(cache.is_allowed("u", &chat, Action::Send));
+        cache.forget("u");
+        assert!(!cache.is_allowed("u", &chat, Action::Send));
+        cache.remember_allowed("u", &chat, Action::Send);
+        cache.forget(EVERYONE);
+        assert!(!cache.is_allowed("u", &chat, Action::Send));
+    }
+
+    #[test]
+    fn contacts_are_forgotten_on_any_change() {
+        let cache = AuthzCache::new(Duration::from_secs(30));
+        assert!(cache.contacts("u").is_none());
+        cache.remember_contacts("u", Arc::new(vec!["v".into()]));
+        assert_eq!(cache.contacts("u").unwrap().as_slice(), ["v".to_string()]);
+        cache.forget("someone-else");
+        assert!(cache.contacts("u").is_none());
+    }
+
+    #[test]
+    fn expires_and_can_be_turned_off() {
+        let chat = RoomKey::new("chat", "1");
+        let off = AuthzCache::new(Duration::ZERO);
+        off.remember_allowed("u", &chat, Action::Send);
+        assert!(!off.is_allowed("u", &chat, Action::Send));
+        let short = AuthzCache::new(Duration::from_millis(1));
+        short.remember_allowed("u", &chat, Action::Send);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!short.is_allowed("u", &chat, Action::Send));
+    }
+}

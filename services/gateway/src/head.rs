@@ -1,0 +1,113 @@
+//! Memory of idle sockets: hyper parses a request head into slices of its connection's read
+//! buffer (16 KiB: axum's HTTP/1-or-2 sniffing hands hyper the first 24 bytes on their own, so
+//! hyper grows its 8 KiB buffer before the head is complete), and
+//! engineioxide keeps a clone of the handshake's parts (headers and URI) for the socket's whole
+//! life, so each open socket pinned that buffer. [`compact_engine_io_head`] copies the head of
+//! every Engine.IO request into one exactly sized allocation first: the same headers in the same
+//! order, the same URI (and axum's `OriginalUri`, which the router cloned from hyper's), the same
+//! extensions.
+
+use axum::{
+    body::Bytes,
+    extract::{OriginalUri, Request},
+    http::{HeaderMap, HeaderValue, Uri},
+};
+
+/// Engine.IO's request path (socketioxide's default, which the gateway keeps).
+const ENGINE_IO_PATH: &str = "/socket.io";
+
+/// Middleware: Engine.IO requests get a compact head; every other request passes untouched.
+pub async fn compact_engine_io_head(req: Request) -> Request {
+    if req.uri().path().starts_with(ENGINE_IO_PATH) {
+        compact_head(req)
+    } else {
+        req
+    }
+}
+
+/// Copies the URI and every header value of `req` into one buffer of exactly their size; the
+/// new URI and values are slices of it, so the request no longer refers to hyper's buffer.
+pub fn compact_head<B>(req: ::http::Request<B>) -> ::http::Request<B> {
+    let (mut parts, body) = req.into_parts();
+    let uri = parts.uri.to_string();
+    let len = uri.len() + parts.headers.values().map(|v| v.len()).sum::<usize>();
+    let mut buf = Vec::with_capacity(len);
+    buf.extend_from_slice(uri.as_bytes());
+    for value in parts.headers.values() {
+        buf.extend_from_slice(value.as_bytes());
+    }
+    let buf = Bytes::from(buf);
+    if let Ok(compact) = Uri::from_maybe_shared(buf.slice(..uri.len())) {
+        if let Some(OriginalUri(original)) = parts.extensions.get_mut::<OriginalUri>() {
+            if *original == parts.uri {
+                *original = compact.clone();
+            } else if let Ok(copy) = Uri::from_maybe_shared(Bytes::from(original.to_string())) {
+                *original = copy;
+            }
+        }
+        parts.uri = compact;
+    }
+    let mut headers = HeaderMap::with_capacity(parts.headers.len());
+    let mut at = uri.len();
+    for (name, value) in &parts.headers {
+        let end = at + value.len();
+        let mut compact =
+            HeaderValue::from_maybe_shared(buf.slice(at..end)).unwrap_or_else(|_| value.clone());
+        compact.set_sensitive(value.is_sensitive());
+        headers.append(name.clone(), compact);
+        at = end;
+    }
+    parts.headers = headers;
+    ::http::Request::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_head_keeps_uri_headers_and_extensions() {
+        let mut req = ::http::Request::builder()
+            .uri("/socket.io/?EIO=4&transport=websocket&token=a%20b")
+            .header("host", "127.0.0.1:3000")
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .header("x-custom", "v")
+            .header("user-agent", "node")
+            .body(())
+            .unwrap();
+        req.extensions_mut().insert(42u32);
+        let original = OriginalUri(req.uri().clone());
+        req.extensions_mut().insert(original);
+        let before_uri = req.uri().clone();
+        let before_headers = req.headers().clone();
+        let req = compact_head(req);
+        assert_eq!(req.uri(), &before_uri);
+        assert_eq!(
+            req.uri().query(),
+            Some("EIO=4&transport=websocket&token=a%20b")
+        );
+        assert_eq!(req.headers(), &before_headers);
+        let cookies: Vec<_> = req.headers().get_all("cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(req.extensions().get::<u32>(), Some(&42));
+        assert_eq!(req.extensions().get::<OriginalUri>().unwrap().0, before_uri);
+    }
+
+    #[test]
+    fn compact_head_keeps_sensitive_values_and_absolute_uris() {
+        let mut value = HeaderValue::from_static("Bearer x");
+        value.set_sensitive(true);
+        let mut req = ::http::Request::builder()
+            .uri("http://example.com:8080/socket.io/?EIO=4")
+            .body(())
+            .unwrap();
+        req.headers_mut().insert("authorization", value);
+        let req = compact_head(req);
+        assert_eq!(
+            req.uri().to_string(),
+            "http://example.com:8080/socket.io/?EIO=4"
+        );
+        assert!(req.headers()["authorization"].is_sensitive());
+    }
+}
