@@ -194,7 +194,10 @@ if [[ -n "${BENCH_SERVE_ONLY:-}" ]]; then
 fi
 
 log "3/4 scenarios: $SCENARIOS × ($SYSTEMS), $REPEATS repeats where it pays"
-rm -f "$RAW"/*.json
+# Only the scenarios run now are replaced: a partial run (BENCH_SCENARIOS=...) keeps the others.
+for scenario in $SCENARIOS; do
+    for system in $SYSTEMS; do rm -f "$RAW/$system-$scenario-"[0-9]*.json; done
+done
 for scenario in $SCENARIOS; do
     repeats="$REPEATS"
     [[ "$scenario" == node-kill || "$scenario" == idle-one-node ]] && repeats=1

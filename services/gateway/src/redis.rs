@@ -18,6 +18,8 @@ use fred::{
 };
 
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pub/sub messages a subscriber may fall behind by before it loses some.
+const PUBSUB_BUFFER: usize = 16_384;
 
 fn builder(url: &str) -> anyhow::Result<Builder> {
     let mut config = FredConfig::from_url(url)?;
@@ -25,7 +27,13 @@ fn builder(url: &str) -> anyhow::Result<Builder> {
     config.version = RespVersion::RESP3;
     let mut builder = Builder::from_config(config);
     builder
-        .with_performance_config(|p| p.default_command_timeout = COMMAND_TIMEOUT)
+        .with_performance_config(|p| {
+            p.default_command_timeout = COMMAND_TIMEOUT;
+            // Pub/sub messages reach the adapter (and the presence-events reader) through a
+            // broadcast channel of this many slots; a reader that falls further behind *loses*
+            // messages. fred's default (32) dropped broadcasts at 1,000 sends/s (load-tests).
+            p.broadcast_channel_capacity = PUBSUB_BUFFER;
+        })
         .with_connection_config(|c| {
             c.connection_timeout = Duration::from_secs(2);
             c.internal_command_timeout = COMMAND_TIMEOUT;
