@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::persisted_send::{Tracker, members_mask, sender};
+use super::persisted_send::{Tracker, members_mask, send_turn};
 use super::{Cluster, Knobs, Outcome, connect_every, paced};
 use crate::progress;
 use crate::provision::{Admin, provision};
@@ -142,14 +142,8 @@ pub async fn run(cluster: &Cluster, k: &Knobs) -> anyhow::Result<Outcome> {
                 cluster.names[0]
             ));
         }
-        let (room, user) = sender(i, rooms, pop.room_size, k.clients);
-        let handle = clients.handles[user].as_ref().expect("connected");
-        tracker.send(
-            handle,
-            room,
-            &pop.chats[room],
-            format!("{}-k-{i}", cluster.run),
-        );
+        let client_id = format!("{}-k-{i}", cluster.run);
+        send_turn(&tracker, &clients, &pop, k.clients, i, client_id);
     })
     .await;
     // Until every client is back and recovered (or 60 s), then let acks and deliveries settle.

@@ -169,6 +169,20 @@ pub fn sender(i: u64, rooms: usize, room_size: usize, users: usize) -> (usize, u
     (room, (room * room_size + member).min(users - 1))
 }
 
+/// The `i`-th send of a run (see [`sender`]), tracked under `client_id`.
+pub fn send_turn(
+    tracker: &Arc<Tracker>,
+    clients: &super::Clients,
+    pop: &crate::provision::Population,
+    users: usize,
+    i: u64,
+    client_id: String,
+) {
+    let (room, user) = sender(i, pop.chats.len(), pop.room_size, users);
+    let handle = clients.handles[user].as_ref().expect("connected");
+    tracker.send(handle, room, &pop.chats[room], client_id);
+}
+
 /// Mask of a chat's members (user u is member u % room_size of chat u / room_size).
 pub fn members_mask(room: usize, room_size: usize, users: usize) -> u64 {
     let n = ((room + 1) * room_size).min(users) - room * room_size;
@@ -207,14 +221,8 @@ pub async fn run(cluster: &Cluster, k: &Knobs) -> anyhow::Result<Outcome> {
             c.store(0, Ordering::Relaxed);
         }
         let sent = paced(rate, Duration::from_secs(k.step_secs), |i| {
-            let (room, user) = sender(i, rooms, pop.room_size, k.clients);
-            let handle = clients.handles[user].as_ref().expect("connected");
-            tracker.send(
-                handle,
-                room,
-                &pop.chats[room],
-                format!("{}-s{n}-{i}", cluster.run),
-            );
+            let client_id = format!("{}-s{n}-{i}", cluster.run);
+            send_turn(&tracker, &clients, &pop, k.clients, i, client_id);
         })
         .await;
         tokio::time::sleep(Duration::from_secs(k.drain_secs)).await;

@@ -25,8 +25,9 @@ const MAX_USERS: usize = 200_000;
 /// The payload of an invalidation that concerns every user (a room was re-parented).
 pub const EVERYONE: &str = "*";
 
-/// Per user: until when each (room, action) is known to be allowed.
-type AllowedUntil = HashMap<String, HashMap<(RoomKey, Action), Instant>>;
+/// Per user, per room: until when each action is known to be allowed. Keyed room by room (not
+/// by `(room, action)`) so that a lookup borrows the room instead of cloning it on every event.
+type AllowedUntil = HashMap<String, HashMap<RoomKey, Vec<(Action, Instant)>>>;
 /// Per user: their contacts, and until when that list may be used.
 type ContactsUntil = HashMap<String, (Arc<Vec<String>>, Instant)>;
 
@@ -57,8 +58,9 @@ impl AuthzCache {
         let allowed = self.allowed.lock().expect("authz cache lock");
         allowed
             .get(user)
-            .and_then(|rooms| rooms.get(&(room.clone(), action)))
-            .is_some_and(|expires| *expires > Instant::now())
+            .and_then(|rooms| rooms.get(room))
+            .and_then(|actions| actions.iter().find(|(a, _)| *a == action))
+            .is_some_and(|(_, expires)| *expires > Instant::now())
     }
 
     pub fn remember_allowed(&self, user: &str, room: &RoomKey, action: Action) {
@@ -69,10 +71,16 @@ impl AuthzCache {
         if allowed.len() >= MAX_USERS && !allowed.contains_key(user) {
             allowed.clear();
         }
-        allowed
+        let expires = Instant::now() + self.ttl;
+        let actions = allowed
             .entry(user.to_string())
             .or_default()
-            .insert((room.clone(), action), Instant::now() + self.ttl);
+            .entry(room.clone())
+            .or_default();
+        match actions.iter_mut().find(|(a, _)| *a == action) {
+            Some(known) => known.1 = expires,
+            None => actions.push((action, expires)),
+        }
     }
 
     pub fn contacts(&self, user: &str) -> Option<Arc<Vec<String>>> {
