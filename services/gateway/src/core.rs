@@ -701,8 +701,13 @@ impl Core {
 /// (the node dies, the call fails) is broadcast once more by a sweeper: at-least-once.
 async fn confirm_deliveries(clients: Clients, mut rx: tokio::sync::mpsc::Receiver<i64>) {
     const MAX_BATCH: usize = 1000;
+    /// At most one confirmation per this interval: each is a Postgres commit, and confirming
+    /// at once cost a commit for every few messages under load. Far below the sweeper's
+    /// redelivery delay (`SWITCHBOARD_OUTBOX_REDELIVER_AFTER_MS`, 3 s by default).
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(100);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let next = tokio::time::Instant::now() + EVERY;
         let req = pmsg::MarkDeliveredRequest {
             outbox_ids: std::mem::take(&mut batch),
         };
@@ -716,5 +721,6 @@ async fn confirm_deliveries(clients: Clients, mut rx: tokio::sync::mpsc::Receive
         {
             tracing::warn!(error = %e, "could not confirm deliveries (they will be redelivered)");
         }
+        tokio::time::sleep_until(next).await;
     }
 }

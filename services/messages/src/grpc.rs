@@ -6,23 +6,27 @@ use switchboard_proto::messages::{self as pb, messages_server::Messages};
 use tonic::{Request, Response, Status};
 
 use crate::{
+    batch::SendBatcher,
     model::{
         self, Claim, HistoryQuery, MarkRead, MessageDelete, MessageEdit, MessageGet, NewMessage,
         ReceiptsQuery,
     },
-    store::Store,
+    store::{self, Store},
 };
 
 /// The service implementation.
 #[derive(Debug, Clone)]
 pub struct MessagesService {
     store: Store,
+    batcher: SendBatcher,
     max_content_chars: usize,
 }
 
 impl MessagesService {
-    pub fn new(store: Store, max_content_chars: usize) -> Self {
+    /// Starts the send batcher (see [`crate::batch`]) on the current runtime.
+    pub fn new(store: Store, max_content_chars: usize, send_lanes: usize) -> Self {
         Self {
+            batcher: SendBatcher::start(store.clone(), send_lanes),
             store,
             max_content_chars,
         }
@@ -41,7 +45,12 @@ impl Messages for MessagesService {
     ) -> Result<Response<pb::SendResponse>, Status> {
         let m = NewMessage::try_from(request.into_inner()).map_err(status)?;
         m.check(self.max_content_chars).map_err(status)?;
-        let sent = self.store.send(&m).await.map_err(status)?;
+        let sent = if store::batchable(&m) {
+            self.batcher.send(m).await
+        } else {
+            self.store.send(&m).await
+        }
+        .map_err(status)?;
         Ok(Response::new(pb::SendResponse {
             message: Some(sent.message.into()),
             created: sent.created,

@@ -6,6 +6,7 @@
 //! - **Send** stores a message with the next per-room sequence number, idempotently per
 //!   `(sender, room, client_id)`, and writes an outbox entry in the same transaction, so a
 //!   stored message always reaches its room even when the gateway node that stored it dies.
+//!   Concurrent sends are committed together (group commit, [`batch`]).
 //! - **Edit / Delete** change a message (soft delete: the row stays, its content is never
 //!   served again) and write `edited` / `deleted` outbox entries.
 //! - **MarkRead / ListReceipts** keep forward-only read cursors per `(room, user)`.
@@ -24,6 +25,7 @@ use sqlx::postgres::PgPoolOptions;
 use switchboard_common::config::{ensure, env_or};
 use switchboard_proto::messages::messages_server::MessagesServer;
 
+mod batch;
 mod grpc;
 pub mod model;
 pub mod store;
@@ -42,6 +44,9 @@ pub struct Config {
     /// `SWITCHBOARD_MAX_CONTENT_CHARS`, default 65536 (at least 1): the longest message content,
     /// counted in Unicode code points. A backstop: dialects enforce their own, smaller limits.
     pub max_content_chars: usize,
+    /// `SWITCHBOARD_SEND_LANES`, default 2 (at least 1): how many group-commit batches of
+    /// sends are stored at once, each for its own share of the rooms (see [`batch`]).
+    pub send_lanes: usize,
 }
 
 impl Default for Config {
@@ -50,6 +55,7 @@ impl Default for Config {
             database_url: "postgres://postgres@127.0.0.1:5432/test".to_string(),
             db_max_connections: 20,
             max_content_chars: 65_536,
+            send_lanes: 2,
         }
     }
 }
@@ -62,6 +68,7 @@ impl Config {
             database_url: env_or("DATABASE_URL", d.database_url)?,
             db_max_connections: env_or("DB_MAX_CONNECTIONS", d.db_max_connections)?,
             max_content_chars: env_or("MAX_CONTENT_CHARS", d.max_content_chars)?,
+            send_lanes: env_or("SEND_LANES", d.send_lanes)?,
         };
         config.validate()?;
         Ok(config)
@@ -80,6 +87,10 @@ impl Config {
         ensure(
             self.max_content_chars >= 1,
             "SWITCHBOARD_MAX_CONTENT_CHARS must be at least 1",
+        )?;
+        ensure(
+            self.send_lanes >= 1,
+            "SWITCHBOARD_SEND_LANES must be at least 1",
         )?;
         Ok(())
     }
@@ -104,7 +115,11 @@ pub async fn run(
                 switchboard_common::config::redact_url(&config.database_url)
             )
         })?;
-    let service = MessagesService::new(Store::new(pool), config.max_content_chars);
+    let service = MessagesService::new(
+        Store::new(pool),
+        config.max_content_chars,
+        config.send_lanes,
+    );
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "messages service listening");
     }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use sqlx::PgPool;
 use switchboard_common::{DomainError, ErrorCode};
-use switchboard_messages::{Config, run};
+use switchboard_messages::{Config, model::NewMessage, run};
 use switchboard_proto::{
     common::RoomRef,
     messages::{self as pb, messages_client::MessagesClient},
@@ -41,6 +41,8 @@ async fn start() -> Harness {
         database_url: url,
         db_max_connections: 20,
         max_content_chars: MAX_CONTENT_CHARS,
+        // One lane, so concurrent sends queue up and form real batches.
+        send_lanes: 1,
     };
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -422,6 +424,118 @@ async fn concurrent_duplicate_sends_store_one_message() {
     assert_eq!(h.count("SELECT count(*) FROM outbox").await, 1);
     assert_eq!(h.count("SELECT last_seq FROM rooms").await, 1);
     assert_eq!(h.text(&a, "u1", "next").await.seq, 2);
+}
+
+#[tokio::test]
+async fn concurrent_sends_are_committed_in_batches_with_per_room_order() {
+    let h = start().await;
+    let rooms = [
+        h.room("chat", "b1").await,
+        h.room("chat", "b2").await,
+        h.room("chat", "b3").await,
+    ];
+    let earlier = h
+        .send(pb::SendRequest {
+            client_id: Some("c-0".into()),
+            ..text(&rooms[0], "u0", "earlier")
+        })
+        .await
+        .expect("send");
+    let missing = RoomRef {
+        kind: "chat".into(),
+        id: "missing".into(),
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..150 {
+        let mut client = h.client.clone();
+        // Every 50th is a repeat of the message sent above; every 30th names no room.
+        let room = if i % 30 == 29 {
+            missing.clone()
+        } else if i % 50 == 0 {
+            rooms[0].clone()
+        } else {
+            rooms[i % 3].clone()
+        };
+        let req = pb::SendRequest {
+            client_id: Some(format!("c-{}", if i % 50 == 0 { 0 } else { i })),
+            ..text(&room, &format!("u{}", i % 50), &format!("m{i}"))
+        };
+        tasks.spawn(async move { (i, client.send(req).await.map(|r| r.into_inner())) });
+    }
+    let mut created = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (i, answer) = r.unwrap();
+        if i % 30 == 29 {
+            assert_eq!(code(answer.map_err(DomainError::from)), ErrorCode::NotFound);
+        } else if i % 50 == 0 {
+            let a = answer.expect("repeat");
+            assert!(!a.created);
+            assert_eq!(a.outbox_id, 0);
+            assert_eq!(a.message, earlier.message);
+        } else {
+            let a = answer.expect("send");
+            assert!(a.created && a.outbox_id > 0);
+            assert_eq!(a.message.unwrap().content, format!("m{i}"));
+            created += 1;
+        }
+    }
+    assert_eq!(created, 150 - 5 - 3);
+    // Each room's seqs are 1..=n with no gap, and ids grow with seqs.
+    for room in &rooms {
+        let rows: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT seq, id FROM messages WHERE room_id = $1 ORDER BY seq")
+                .bind(&room.id)
+                .fetch_all(&h.pool)
+                .await
+                .unwrap();
+        let seqs: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        assert_eq!(seqs, (1..=rows.len() as i64).collect::<Vec<_>>());
+        assert!(rows.windows(2).all(|w| w[0].1 < w[1].1));
+        let last: i64 = sqlx::query_scalar("SELECT last_seq FROM rooms WHERE id = $1")
+            .bind(&room.id)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+        assert_eq!(last, rows.len() as i64);
+    }
+    assert_eq!(h.count("SELECT count(*) FROM messages").await, created + 1);
+    assert_eq!(h.count("SELECT count(*) FROM outbox").await, created + 1);
+    assert_eq!(
+        h.count("SELECT count(*) FROM outbox o JOIN messages m ON m.id = o.message_id")
+            .await,
+        created + 1
+    );
+}
+
+#[tokio::test]
+async fn a_batch_with_a_repeat_inside_is_stored_one_by_one() {
+    let h = start().await;
+    let a = h.room("chat", "a").await;
+    let store = switchboard_messages::Store::new(h.pool.clone());
+    let batch: Vec<NewMessage> = [("x", "first"), ("y", "other"), ("x", "again")]
+        .into_iter()
+        .map(|(client_id, content)| {
+            NewMessage::try_from(pb::SendRequest {
+                client_id: Some(client_id.into()),
+                ..text(&a, "u1", content)
+            })
+            .unwrap()
+        })
+        .collect();
+    let answers: Vec<_> = store
+        .send_batch(&batch)
+        .await
+        .into_iter()
+        .map(|r| r.expect("stored"))
+        .collect();
+    assert!(answers[0].created && answers[1].created && !answers[2].created);
+    assert_eq!(answers[2].message, answers[0].message);
+    assert_eq!(answers[2].message.content, "first");
+    assert_eq!(
+        answers.iter().map(|s| s.message.seq).collect::<Vec<_>>(),
+        [1, 2, 1]
+    );
+    assert_eq!(h.count("SELECT count(*) FROM outbox").await, 2);
 }
 
 #[tokio::test]

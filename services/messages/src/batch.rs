@@ -1,0 +1,73 @@
+//! Group commit for `Send`: concurrent plain sends are stored together, one transaction per
+//! batch.
+//!
+//! Sends are routed to one of a few lanes by room. A lane stores one batch at a time, and a batch
+//! is whatever reached the lane while its previous batch was being stored (at most
+//! [`MAX_BATCH`]): at low load every send is a batch of one and waits for nothing; under load,
+//! batches grow and Postgres commits once per batch instead of once per message. Lanes never
+//! share a room, so their batches never wait for each other's room locks.
+
+use std::hash::{Hash, Hasher};
+
+use switchboard_common::DomainError;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    model::{NewMessage, Sent},
+    store::Store,
+};
+
+/// The most messages one transaction stores.
+pub const MAX_BATCH: usize = 128;
+
+/// Sends waiting in a lane beyond this are refused as `UNAVAILABLE` rather than queued
+/// without bound.
+const QUEUE: usize = 4_096;
+
+type Reply = oneshot::Sender<Result<Sent, DomainError>>;
+
+/// A handle to the lanes; cloned into every request handler.
+#[derive(Debug, Clone)]
+pub struct SendBatcher {
+    lanes: Vec<mpsc::Sender<(NewMessage, Reply)>>,
+}
+
+impl SendBatcher {
+    /// Starts `lanes` lane tasks on the current runtime; they stop when every handle is dropped.
+    pub fn start(store: Store, lanes: usize) -> Self {
+        let lanes = (0..lanes.max(1))
+            .map(|_| {
+                let (queue, rx) = mpsc::channel(QUEUE);
+                tokio::spawn(lane(store.clone(), rx));
+                queue
+            })
+            .collect();
+        Self { lanes }
+    }
+
+    /// Stores the message with whatever is sent at the same time; answers as [`Store::send`].
+    pub async fn send(&self, m: NewMessage) -> Result<Sent, DomainError> {
+        let mut room = std::collections::hash_map::DefaultHasher::new();
+        m.room.hash(&mut room);
+        let lane = &self.lanes[(room.finish() % self.lanes.len() as u64) as usize];
+        let (reply, answer) = oneshot::channel();
+        lane.try_send((m, reply))
+            .map_err(|_| DomainError::unavailable("too many sends in flight"))?;
+        answer
+            .await
+            .map_err(|_| DomainError::internal("send batcher stopped"))?
+    }
+}
+
+/// Takes everything queued (up to [`MAX_BATCH`]) as one batch, stores it, answers, repeats.
+async fn lane(store: Store, mut rx: mpsc::Receiver<(NewMessage, Reply)>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (messages, replies): (Vec<NewMessage>, Vec<Reply>) = batch.drain(..).unzip();
+        let answers = store.send_batch(&messages).await;
+        for (reply, answer) in replies.into_iter().zip(answers) {
+            // The caller may have gone (deadline); the message is stored all the same.
+            let _ = reply.send(answer);
+        }
+    }
+}
