@@ -11,6 +11,7 @@ use std::hash::{Hash, Hasher};
 
 use switchboard_common::DomainError;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::{
     model::{NewMessage, Sent},
@@ -26,10 +27,14 @@ const QUEUE: usize = 4_096;
 
 type Reply = oneshot::Sender<Result<Sent, DomainError>>;
 
+/// A queued send: the message, where its answer goes, and the request's span (the batch's span
+/// links to it, so a request's trace still leads to the statement that stored it).
+type Queued = (NewMessage, Reply, tracing::Span);
+
 /// A handle to the lanes; cloned into every request handler.
 #[derive(Debug, Clone)]
 pub struct SendBatcher {
-    lanes: Vec<mpsc::Sender<(NewMessage, Reply)>>,
+    lanes: Vec<mpsc::Sender<Queued>>,
 }
 
 impl SendBatcher {
@@ -51,7 +56,7 @@ impl SendBatcher {
         m.room.hash(&mut room);
         let lane = &self.lanes[(room.finish() % self.lanes.len() as u64) as usize];
         let (reply, answer) = oneshot::channel();
-        lane.try_send((m, reply))
+        lane.try_send((m, reply, tracing::Span::current()))
             .map_err(|_| DomainError::unavailable("too many sends in flight"))?;
         answer
             .await
@@ -60,11 +65,18 @@ impl SendBatcher {
 }
 
 /// Takes everything queued (up to [`MAX_BATCH`]) as one batch, stores it, answers, repeats.
-async fn lane(store: Store, mut rx: mpsc::Receiver<(NewMessage, Reply)>) {
+async fn lane(store: Store, mut rx: mpsc::Receiver<Queued>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (messages, replies): (Vec<NewMessage>, Vec<Reply>) = batch.drain(..).unzip();
-        let answers = store.send_batch(&messages).await;
+        let span = tracing::info_span!("send_batch", size = batch.len());
+        let mut messages = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for (message, reply, requested) in batch.drain(..) {
+            span.follows_from(&requested);
+            messages.push(message);
+            replies.push(reply);
+        }
+        let answers = store.send_batch(&messages).instrument(span).await;
         for (reply, answer) in replies.into_iter().zip(answers) {
             // The caller may have gone (deadline); the message is stored all the same.
             let _ = reply.send(answer);
