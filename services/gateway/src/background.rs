@@ -144,7 +144,6 @@ async fn subscribe_presence_events(gw: Arc<Gateway>) -> anyhow::Result<JoinHandl
     let resubscriber = crate::redis::keep_subscribed(&subscriber, move || {
         forget.core.authz.forget(crate::authz::EVERYONE)
     });
-    let lookups = Arc::new(tokio::sync::Semaphore::new(CONTACT_LOOKUPS_IN_FLIGHT));
     Ok(tokio::spawn(async move {
         // Keep the client alive (and resubscribing) as long as the task runs.
         let _subscriber = subscriber;
@@ -173,20 +172,12 @@ async fn subscribe_presence_events(gw: Arc<Gateway>) -> anyhow::Result<JoinHandl
                 }
             };
             let gw = gw.clone();
-            let lookups = lookups.clone();
-            tokio::spawn(async move { deliver(&gw, event, &lookups).await });
+            tokio::spawn(async move { deliver(&gw, event).await });
         }
     }))
 }
 
-/// At most this many presence events of one node look their user's contacts up at once. After
-/// thousands of sockets close together, their offline transitions arrive together, and an
-/// unbounded burst of `ListContacts` calls broke the membership channel ("transport error") for
-/// everything else, `room:join` authorizations included (200 of 19,000 joins failed in a
-/// benchmark started right after 10,000 disconnects). Waiting events are parked tasks.
-const CONTACT_LOOKUPS_IN_FLIGHT: usize = 32;
-
-async fn deliver(gw: &Gateway, event: PresenceEvent, lookups: &tokio::sync::Semaphore) {
+async fn deliver(gw: &Gateway, event: PresenceEvent) {
     match event {
         PresenceEvent::Presence {
             namespace,
@@ -197,8 +188,9 @@ async fn deliver(gw: &Gateway, event: PresenceEvent, lookups: &tokio::sync::Sema
             if !gw.core.fanout.namespaces().contains(&namespace) {
                 return;
             }
+            // A burst of transitions (mass disconnects) must not flood the membership service.
             let contacts = match async {
-                let _in_flight = lookups.acquire().await;
+                let _in_flight = gw.background_calls.acquire().await;
                 gw.core.contacts(&user_id).await
             }
             .await

@@ -118,17 +118,17 @@ impl Store {
         }
     }
 
-    /// Stores several plain messages (no reply, no file: see [`batchable`]) in one transaction,
-    /// answering each as [`Store::send`] would, in order.
+    /// Stores several plain messages (no reply, no file: see [`batchable`]) as one statement,
+    /// so one round trip and one commit, answering each as [`Store::send`] would, in order.
     ///
-    /// This is the group commit behind [`crate::batch::SendBatcher`]: one commit and a handful
-    /// of round trips for the whole batch instead of one commit per message, which is what
-    /// bounds persisted sends (Postgres spent ~560 µs of CPU per message sent one by one).
-    /// The rooms of a batch are locked in key order first, so concurrent batches cannot
-    /// deadlock (one room needs no ordering, and a batch of one is a plain [`Store::send`]); within a room, seqs follow the batch order and ids grow with seqs. When the
-    /// batch cannot be stored whole (a repeat, a duplicate in flight, a lock cycle with a single
-    /// send), every message is sent again on its own, so a repeat is answered with the stored
-    /// message and one message's conflict never fails another.
+    /// This is the group commit behind [`crate::batch::SendBatcher`] (Postgres spent ~560 µs of
+    /// CPU per message committed one by one). A batch of one is a plain [`Store::send`]. Within
+    /// a room, seqs follow the batch order and ids grow with seqs. Concurrent batches of one
+    /// process never share a room (the batcher routes by room), so they cannot deadlock on room
+    /// rows; another replica's batch can, and Postgres then aborts one of the two. When the batch
+    /// cannot be stored whole (a repeat, a duplicate in flight, a lock cycle), every message is
+    /// sent again on its own, so a repeat is answered with the stored message and one message's
+    /// conflict never fails another.
     pub async fn send_batch(&self, batch: &[NewMessage]) -> Vec<Result<Sent, DomainError>> {
         debug_assert!(batch.iter().all(batchable));
         if let [one] = batch {
@@ -584,10 +584,6 @@ enum BatchFailure {
 }
 
 impl BatchFailure {
-    fn whole(e: sqlx::Error) -> Self {
-        BatchFailure::Whole(db_error(e))
-    }
-
     fn from_db(e: sqlx::Error) -> Self {
         match &e {
             // unique_violation, deadlock_detected, serialization_failure
@@ -596,7 +592,7 @@ impl BatchFailure {
             {
                 BatchFailure::OneByOne
             }
-            _ => BatchFailure::whole(e),
+            _ => BatchFailure::Whole(db_error(e)),
         }
     }
 }
