@@ -423,7 +423,9 @@ impl Store {
 
     /// Atomically claims up to `limit` outbox entries created at least `older_than_ms` ago and
     /// not under an unexpired lease, leasing them for `lease_ms`; answers them with their
-    /// messages, oldest first. `FOR UPDATE SKIP LOCKED` keeps concurrent claimers disjoint.
+    /// messages, oldest (smallest id) first. The outbox holds only unconfirmed entries, so it is
+    /// small and walked by its primary key. `FOR UPDATE SKIP LOCKED` keeps concurrent claimers
+    /// disjoint.
     pub async fn claim_undelivered(&self, c: &Claim) -> Result<Vec<OutboxEntry>, DomainError> {
         #[derive(sqlx::FromRow)]
         struct Row {
@@ -437,17 +439,17 @@ impl Store {
                  SELECT id FROM outbox \
                  WHERE created_at <= now() - $1::bigint * interval '1 millisecond' \
                    AND (claimed_until IS NULL OR claimed_until <= now()) \
-                 ORDER BY created_at, id \
+                 ORDER BY id \
                  LIMIT $2 \
                  FOR UPDATE SKIP LOCKED \
              ), claimed AS ( \
                  UPDATE outbox o SET claimed_until = now() + $3::bigint * interval '1 millisecond' \
                  FROM due WHERE o.id = due.id \
-                 RETURNING o.id, o.message_id, o.event, o.created_at \
+                 RETURNING o.id, o.message_id, o.event \
              ) \
              SELECT c.id AS outbox_id, c.event, {M_COLUMNS} \
              FROM claimed c JOIN messages m ON m.id = c.message_id \
-             ORDER BY c.created_at, c.id"
+             ORDER BY c.id"
         );
         let rows: Vec<Row> = sqlx::query_as(&q)
             .bind(c.older_than_ms)
