@@ -8,7 +8,10 @@
 # Knobs (environment): BENCH_OUT=docs/benchmarks, BENCH_REPEATS=2 (ladders and idle),
 # BENCH_SCENARIOS="idle idle-one-node connect-storm typing-fanout persisted-send presence-churn
 # node-kill", BENCH_SYSTEMS="switchboard node", BENCH_QUICK=1 (small sizes, for a smoke run),
-# BENCH_SERVE_ONLY=1 (start both clusters and wait, for profiling with perf),
+# BENCH_SERVE_ONLY=1 (start both clusters and wait, for profiling with perf), BENCH_BIN=DIR
+# (prebuilt binaries instead of this checkout's release build: to compare two builds),
+# BENCH_WORKER_THREADS=N (tokio worker threads of every Switchboard process; default: tokio's,
+# one per CPU),
 # SWITCHBOARD_BENCH_DATABASE (sb_bench), SWITCHBOARD_DATABASE_URL's server, SWITCHBOARD_REDIS_URL.
 set -euo pipefail
 SB_SCRIPT=bench
@@ -28,7 +31,7 @@ BASE_URL="${SWITCHBOARD_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 DB_NAME="${SWITCHBOARD_BENCH_DATABASE:-sb_bench}"
 DB_URL="${BASE_URL%/*}/$DB_NAME"
 REDIS_URL="${SWITCHBOARD_REDIS_URL:-redis://127.0.0.1:6379}"
-BIN="${CARGO_TARGET_DIR:-$SB_ROOT/target}/release"
+BIN="${BENCH_BIN:-${CARGO_TARGET_DIR:-$SB_ROOT/target}/release}"
 LOGS="$SB_LOCAL/bench-logs"
 # Rate limits out of the way on both systems (both still run their limiter on every send).
 RATE_LIMIT=100000000
@@ -38,7 +41,7 @@ ulimit -n "$(ulimit -Hn)"
 log "1/4 Postgres, Redis, release build, npm packages, report venv"
 scripts/ensure-postgres.sh
 scripts/ensure-redis.sh
-cargo build --release --workspace --bins
+if [[ -z "${BENCH_BIN:-}" ]]; then cargo build --release --workspace --bins; fi
 (cd load-tests/node-peer && npm ci --no-audit --no-fund --silent)
 VENV="$SB_LOCAL/bench-venv"
 if [[ ! -x "$VENV/bin/python" ]]; then python3 -m venv "$VENV"; fi
@@ -83,6 +86,7 @@ SB_SERVICES_STARTED=0
 start_switchboard() {
     local common=(env RUST_LOG=warn SWITCHBOARD_DATABASE_URL="$DB_URL" SWITCHBOARD_REDIS_URL="$REDIS_URL"
         SWITCHBOARD_REDIS_PREFIX="bench:")
+    if [[ -n "${BENCH_WORKER_THREADS:-}" ]]; then common+=(TOKIO_WORKER_THREADS="$BENCH_WORKER_THREADS"); fi
     if ((SB_SERVICES_STARTED == 0)); then
         spawn membership "${common[@]}" SWITCHBOARD_LISTEN=127.0.0.1:50061 "$BIN/membership"
         spawn messages "${common[@]}" SWITCHBOARD_LISTEN=127.0.0.1:50062 "$BIN/messages"
