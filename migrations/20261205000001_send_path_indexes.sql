@@ -1,7 +1,7 @@
 -- Every stored message pays for each index and foreign key on `messages` and `outbox` in the
 -- send statement. These three are written on every send and never read (measured with pgbench on
--- the batched send statement, docs/benchmarks/README.md §10: together about 45-50 µs of
--- Postgres CPU per message, of ~400):
+-- the batched send statement, load-tests/pgbench/send-batch.sh and docs/benchmarks/README.md
+-- §10: 124-127 µs of CPU per message before, 108-117 µs after):
 --
 -- * UNIQUE (room_kind, room_id, seq) backed no query (history pages by `messages_room_id`).
 --   Seqs have one writer: the send statements take the next seq from `rooms.last_seq` under
