@@ -155,10 +155,13 @@ else
 fi
 
 # scenario_args SCENARIO -> the sb-load arguments beyond the cluster's.
+# Idle memory is read 25 s after the last connect: an allocator returns the memory freed after the
+# handshakes over seconds (jemalloc's decay is 10 s), and a 5 s settle read 23.5-32.7 KB per
+# connection where 25 s read 23.1-23.6 (docs/benchmarks/README.md §10).
 scenario_args() {
     case "$1" in
-        idle) echo "--scenario idle --clients $IDLE --room-size 10 --settle-secs 5" ;;
-        idle-one-node) echo "--scenario idle --label idle-one-node --clients $ONE_NODE --room-size 10 --settle-secs 5" ;;
+        idle) echo "--scenario idle --clients $IDLE --room-size 10 --settle-secs 25" ;;
+        idle-one-node) echo "--scenario idle --label idle-one-node --clients $ONE_NODE --room-size 10 --settle-secs 25" ;;
         connect-storm) echo "--scenario connect-storm --clients $STORM --room-size 10 --concurrency 1000" ;;
         typing-fanout) echo "--scenario typing-fanout ${FAN[*]} --step-secs $STEP" ;;
         persisted-send) echo "--scenario persisted-send ${SEND[*]} --step-secs $STEP" ;;

@@ -1,7 +1,9 @@
 //! Compiles `proto/` with protox (pure Rust), so no system `protoc` is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read when the script runs, not baked in when it is compiled: cargo reuses a compiled build
+    // script for a checkout at another path (a git worktree sharing the target directory).
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = [
         "switchboard/common.proto",
         "switchboard/membership.proto",
