@@ -10,7 +10,7 @@ SB_SCRIPT=ensure-postgres
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-URL="${SWITCHBOARD_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+URL="$SB_DATABASE_URL"
 parse_url "$URL"
 HOST="${URL_HOST:-127.0.0.1}"
 PORT="${URL_PORT:-5432}"

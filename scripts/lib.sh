@@ -4,6 +4,8 @@
 SB_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Everything the scripts create (data folders, logs, pid files) lives here; git ignores it.
 SB_LOCAL="${SWITCHBOARD_LOCAL_DIR:-$SB_ROOT/.local}"
+# The Postgres server the scripts use (and the database their own databases are created from).
+SB_DATABASE_URL="${SWITCHBOARD_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 
 # Logging never fails the script: after Ctrl-C, a `| tee` reading our output may be gone.
 log()  { printf '[%s] %s\n' "${SB_SCRIPT:-switchboard}" "$*" >&2 2>/dev/null || true; }

@@ -16,7 +16,7 @@ SB_SCRIPT=run-cluster
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$SB_ROOT"
 
-export SWITCHBOARD_DATABASE_URL="${SWITCHBOARD_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+export SWITCHBOARD_DATABASE_URL="$SB_DATABASE_URL"
 export SWITCHBOARD_REDIS_URL="${SWITCHBOARD_REDIS_URL:-redis://127.0.0.1:6379}"
 export RUST_LOG="${RUST_LOG:-info}"
 PROFILE="${PROFILE:-release}"

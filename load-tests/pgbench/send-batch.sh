@@ -19,7 +19,7 @@ ROUNDS="${PGBENCH_ROUNDS:-3}"
 SECS="${PGBENCH_SECS:-20}"
 CLIENTS="${PGBENCH_CLIENTS:-2}"
 PREFILL="${PGBENCH_PREFILL:-200000}"
-BASE_URL="${SWITCHBOARD_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+BASE_URL="$SB_DATABASE_URL"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
@@ -83,6 +83,7 @@ SQL
 
 # cpu_ticks -> "busy steal" jiffies of the whole machine.
 cpu_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8, $9}' /proc/stat; }
+hz=$(getconf CLK_TCK)
 
 printf '%-16s %6s %10s %12s %8s\n' database round msgs/s 'busy µs/msg' steal%
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -94,7 +95,6 @@ for ((round = 1; round <= ROUNDS; round++)); do
         tps=$(pgbench -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$SECS" -f "$WORK/send.sql" \
             "${BASE_URL%/*}/$db" 2>/dev/null | awk '/^tps/{print $3}')
         read -r busy1 steal1 < <(cpu_ticks)
-        hz=$(getconf CLK_TCK)
         awk -v db="$db" -v r="$round" -v tps="$tps" -v busy=$((busy1 - busy0)) \
             -v steal=$((steal1 - steal0)) -v hz="$hz" -v secs="$SECS" -v cpus="$(nproc)" '
             BEGIN {

@@ -2,11 +2,6 @@
 
 use switchboard_common::{config::env_or, shutdown, telemetry};
 
-// jemalloc instead of glibc's malloc: allocation was ~10 % of a service's CPU under load
-// (docs/benchmarks/README.md §10).
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let telemetry = telemetry::init("switchboard-gateway")?;

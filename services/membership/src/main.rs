@@ -5,11 +5,6 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use switchboard_membership::{Config, DEFAULT_LISTEN, run};
 
-// jemalloc instead of glibc's malloc: allocation was ~10 % of a service's CPU under load
-// (docs/benchmarks/README.md §10).
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let telemetry = switchboard_common::telemetry::init("membership")?;

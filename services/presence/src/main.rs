@@ -5,11 +5,6 @@ use std::net::SocketAddr;
 use switchboard_common::config::env_or;
 use switchboard_presence::{Config, run};
 
-// jemalloc instead of glibc's malloc: allocation was ~10 % of a service's CPU under load
-// (docs/benchmarks/README.md §10).
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let telemetry = switchboard_common::telemetry::init("presence")?;
