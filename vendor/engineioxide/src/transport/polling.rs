@@ -126,7 +126,7 @@ where
         // Prepend the packet peeked during the previous
         // polling request so it is encoded first, ahead of the newly received packets.
         let rx_stream = stream::iter(peeked_packet.take())
-            .chain(rx_stream::EncoderStream::new(buffered_rx, volatile_rx));
+            .chain(rx_stream::EncoderStream::new(buffered_rx, volatile_rx).map(|packets| *packets));
 
         // Stop waiting for the next packet as soon as the session is closed. The combinator is biased
         // towards the encoder completion, so any buffered close packet is still flushed to the client.
@@ -192,8 +192,8 @@ where
                 break;
             }
             Ok(Packet::Pong | Packet::Ping) => {
-                // A full channel means that the client is already known to be alive.
-                socket.heartbeat_tx.try_send(()).ok();
+                // A signal still pending means that the client is already known to be alive.
+                socket.client_heartbeat.notify_one();
                 Ok(())
             }
             Ok(Packet::Message(msg)) => {

@@ -4,15 +4,21 @@
 //! Other functions are used internally to handle the websocket connection through tasks and channels
 //! and to handle upgrade from polling to ws
 
-use std::sync::Arc;
-
-use futures_util::{
-    SinkExt, StreamExt, TryStreamExt,
-    stream::{SplitSink, SplitStream},
+use std::{
+    future::poll_fn,
+    ops::ControlFlow,
+    pin::{Pin, pin},
+    sync::Arc,
+    task::{Context, Poll, ready},
 };
+
+use futures_util::{FutureExt, SinkExt, StreamExt, future::Fuse};
 use http::{HeaderValue, Request, Response, StatusCode, request::Parts};
 use smallvec::smallvec;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    sync::mpsc,
+};
 use tokio_tungstenite::{
     WebSocketStream,
     tungstenite::{
@@ -26,8 +32,14 @@ use tokio_util::future::FutureExt as _;
 use engineioxide_core::{Packet, ProtocolVersion, Sid, Str, TransportType};
 
 use crate::{
-    DisconnectReason, Socket, body::ResponseBody, config::EngineIoConfig, engine::EngineIo,
-    errors::Error, handler::EngineIoHandler, socket::InternalRx, transport::make_open_packet,
+    DisconnectReason, Socket,
+    body::ResponseBody,
+    config::EngineIoConfig,
+    engine::EngineIo,
+    errors::Error,
+    handler::EngineIoHandler,
+    socket::{InternalRx, QueuedPackets},
+    transport::make_open_packet,
 };
 
 /// Create a response for websocket upgrade
@@ -65,13 +77,15 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
         .ok_or(Error::InvalidWebSocketKey)?
         .clone();
 
+    // Switchboard patch: what the task captures stays in its state for the connection's whole
+    // life, so it captures the upgrade future (not the request) and the request head boxed.
+    let upgrade = hyper::upgrade::on(req);
+    let parts = Box::new(parts);
     tokio::spawn(async move {
-        let conn = hyper::upgrade::on(req)
-            .await
-            .map(hyper_util::rt::TokioIo::new);
+        let conn = upgrade.await.map(hyper_util::rt::TokioIo::new);
 
         let res = match conn {
-            Ok(conn) => on_init(engine.clone(), conn, protocol, sid, parts).await,
+            Ok(conn) => on_init(engine.clone(), conn, protocol, sid, *parts).await,
             Err(_e) => {
                 #[cfg(feature = "tracing")]
                 tracing::debug!("ws upgrade error: {}", _e);
@@ -103,17 +117,54 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
 /// Sends an open packet if it is not an upgrade from a polling request
 ///
 /// Read packets from the websocket and handle them, it will block until the connection is closed
-#[cfg_attr(
-    feature = "tracing",
-    tracing::instrument(level = "trace", name = "init_websocket", skip(engine, conn, req_data))
-)]
-pub async fn on_init<H: EngineIoHandler, S>(
+pub fn on_init<H: EngineIoHandler, S>(
     engine: Arc<EngineIo<H>>,
     conn: S,
     protocol: ProtocolVersion,
     sid: Option<Sid>,
     req_data: Parts,
-) -> Result<(), Error>
+) -> impl Future<Output = Result<(), Error>> + Send + 'static
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // Switchboard patch: a future keeps its captured values and its arguments for its whole
+    // life, even once they are moved on. Opening the session (the raw connection, the request
+    // head, the handshakes) runs in a box of its own, freed once the session is open; the
+    // long-lived future holds only the WebSocket, the heartbeat and the serving loop.
+    let opening = Box::pin(open_session(engine.clone(), conn, protocol, sid, req_data));
+    async move {
+        let OpenSession {
+            socket,
+            mut ws,
+            runs_heartbeat,
+        } = opening.await?;
+        serve_session(&engine, &socket, &mut ws, runs_heartbeat).await;
+        Ok(())
+    }
+}
+
+/// A session whose WebSocket is open and ready to be served.
+struct OpenSession<D: Default + Send + Sync + 'static, S> {
+    socket: Arc<Socket<D>>,
+    ws: WebSocketStream<S>,
+    /// The session started on WebSocket, so its connection task runs the heartbeat (a session
+    /// upgraded from polling keeps the heartbeat task polling started).
+    runs_heartbeat: bool,
+}
+
+/// Opens the session of a new WebSocket (open packet), or takes over one that started on
+/// polling (upgrade handshake).
+#[cfg_attr(
+    feature = "tracing",
+    tracing::instrument(level = "trace", name = "init_websocket", skip(engine, conn, req_data))
+)]
+async fn open_session<H: EngineIoHandler, S>(
+    engine: Arc<EngineIo<H>>,
+    conn: S,
+    protocol: ProtocolVersion,
+    sid: Option<Sid>,
+    req_data: Parts,
+) -> Result<OpenSession<H::Data, S>, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -123,7 +174,7 @@ where
         .max_frame_size(Some(engine.config.ws_max_frame_size));
 
     let ws_init = move || WebSocketStream::from_raw_socket(conn, Role::Server, Some(ws_config));
-    let (socket, ws) = if let Some(sid) = sid {
+    if let Some(sid) = sid {
         match engine.get_socket(sid) {
             None => return Err(Error::UnknownSessionID(sid)),
             Some(socket) if socket.is_ws() => return Err(Error::MultipleWebsocketRequests),
@@ -148,7 +199,11 @@ where
                         return Err(Error::Upgrade);
                     }
                 }
-                (socket, ws)
+                Ok(OpenSession {
+                    socket,
+                    ws,
+                    runs_heartbeat: false,
+                })
             }
         }
     } else {
@@ -159,21 +214,38 @@ where
 
         let mut ws = ws_init().await;
         init_handshake(socket.id, &mut ws, &engine.config).await?;
-        socket
-            .clone()
-            .spawn_heartbeat(engine.config.ping_interval, engine.config.ping_timeout);
-        (socket, ws)
-    };
-    let (tx, rx) = ws.split();
+        Ok(OpenSession {
+            socket,
+            ws,
+            runs_heartbeat: true,
+        })
+    }
+}
 
-    // Pipe between websocket and internal socket channel.
-    tokio::spawn(forward_to_socket::<H, S>(socket.clone(), tx));
-
-    // pipe between internal socket channel and websocket
-    match forward_to_handler(&engine, rx, &socket)
-        .with_cancellation_token(&socket.cancellation_token)
-        .await
-    {
+/// Serves an open session until it ends, then closes it with the reason.
+///
+/// Switchboard patch: one task per WebSocket connection reads frames, writes queued packets and
+/// (for a session that started on WebSocket) runs the heartbeat. Upstream spawns a writer task
+/// and a heartbeat task beside the reader: two more task allocations, a split-stream lock and
+/// their futures' state. The WebSocket and the heartbeat are lent to `serve_connection`, not
+/// moved, so that each has one slot in the task's state.
+async fn serve_session<H: EngineIoHandler, S>(
+    engine: &Arc<EngineIo<H>>,
+    socket: &Arc<Socket<H::Data>>,
+    ws: &mut WebSocketStream<S>,
+    runs_heartbeat: bool,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let heartbeat = socket
+        .clone()
+        .heartbeat(engine.config.ping_interval, engine.config.ping_timeout);
+    let heartbeat = pin!(if runs_heartbeat {
+        heartbeat.fuse()
+    } else {
+        Fuse::terminated()
+    });
+    match serve_connection(engine, socket, ws, heartbeat).await {
         Some(Err(ref e)) => {
             let reason =
                 Option::<DisconnectReason>::from(e).unwrap_or(DisconnectReason::TransportError);
@@ -192,80 +264,67 @@ where
             tracing::debug!(sid = %socket.id, "socket is closing");
         }
     }
-    Ok(())
 }
 
-/// Forwards all packets received from a websocket to a EngineIo [`Socket`]
-async fn forward_to_handler<H: EngineIoHandler, S>(
+/// What the connection task has taken from the socket's channels and not yet handed to the
+/// WebSocket sink.
+#[derive(Default)]
+struct Outgoing {
+    /// The rest of the packet group being written (a group is sent adjacently).
+    current: Option<smallvec::IntoIter<[Packet; 2]>>,
+    /// The latest volatile group, written when the buffered channel is empty.
+    volatile: Option<QueuedPackets>,
+    /// Frames were handed to the sink since the last flush.
+    unflushed: bool,
+}
+
+impl Outgoing {
+    /// The next packet to write: the rest of the current group, then the buffered channel, then
+    /// the latest volatile group (upstream's order).
+    fn next_packet(
+        &mut self,
+        cx: &mut Context<'_>,
+        buffered_rx: &mut mpsc::Receiver<QueuedPackets>,
+    ) -> Option<Packet> {
+        loop {
+            if let Some(packet) = self.current.as_mut().and_then(Iterator::next) {
+                return Some(packet);
+            }
+            // Drop the spent group now: a spilled one holds a heap buffer.
+            self.current = None;
+            let packets = match buffered_rx.poll_recv(cx) {
+                Poll::Ready(Some(packets)) => packets,
+                // Empty, or closed because the session is ending.
+                Poll::Ready(None) | Poll::Pending => self.volatile.take()?,
+            };
+            self.current = Some((*packets).into_iter());
+        }
+    }
+}
+
+/// Serves a WebSocket session until the client closes it, it fails, or the session is closed
+/// (`None`): frames from the client go to the handler, packets queued on the socket go to the
+/// client, and `heartbeat` (when given) runs alongside. On the way out, packets still queued are
+/// written and the WebSocket is closed, as upstream's writer task did.
+async fn serve_connection<H: EngineIoHandler, S>(
     engine: &Arc<EngineIo<H>>,
-    mut rx: SplitStream<WebSocketStream<S>>,
     socket: &Arc<Socket<H::Data>>,
-) -> Result<(), Error>
+    ws: &mut WebSocketStream<S>,
+    mut heartbeat: Pin<&mut Fuse<impl Future<Output = ()>>>,
+) -> Option<Result<(), Error>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    while let Some(msg) = rx.try_next().await? {
-        match msg {
-            Message::Text(msg) => match Packet::parse(socket.protocol, ws_bytes_to_str(msg))? {
-                Packet::Close => {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!("[sid={}] closing session", socket.id);
-                    engine.close_session(socket.id, DisconnectReason::TransportClose);
-                    break;
-                }
-                Packet::Pong | Packet::Ping => {
-                    // A full channel means that the client is already known to be alive.
-                    socket.heartbeat_tx.try_send(()).ok();
-                    Ok::<(), Error>(())
-                }
-                Packet::Message(msg) => {
-                    engine.handler.on_message(msg, socket.clone());
-                    Ok(())
-                }
-                p => return Err(Error::BadPacket(p)),
-            },
-            Message::Binary(mut data) => {
-                if socket.protocol == ProtocolVersion::V3 && !data.is_empty() {
-                    // The first byte is the message type, which we don't need.
-                    data = data.split_off(1);
-                }
-                engine.handler.on_binary(data, socket.clone());
-                Ok(())
-            }
-            Message::Close(_) => {
-                #[cfg(feature = "tracing")]
-                tracing::debug!("websocket closed, closing session");
-                engine.close_session(socket.id, DisconnectReason::TransportClose);
-                break;
-            }
-            _ => {
-                #[cfg(feature = "tracing")]
-                tracing::debug!(sid = ?socket.id, "unexpected ws message");
-                Ok(())
-            }
-        }?
-    }
-    Ok(())
-}
-
-/// Forwards all packets waiting to be sent to the websocket
-///
-/// The websocket stream is flushed only when the internal channel is drained
-async fn forward_to_socket<H: EngineIoHandler, S>(
-    socket: Arc<Socket<H::Data>>,
-    mut tx: SplitSink<WebSocketStream<S>, Message>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
     // A polling request that was in progress during the upgrade may still hold the lock.
-    let lock = socket.internal_rx.lock();
-    let Some(mut internal_rx) = lock
+    let Some(mut internal_rx) = socket
+        .internal_rx
+        .lock()
         .with_cancellation_token(&socket.cancellation_token)
         .await
     else {
         #[cfg(feature = "tracing")]
-        tracing::debug!(sid = %socket.id, "session closed before starting the ws writer");
-        return;
+        tracing::debug!(sid = %socket.id, "session closed before the ws connection started");
+        return None;
     };
     let InternalRx {
         buffered_rx,
@@ -273,82 +332,170 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
         ..
     } = &mut *internal_rx;
 
-    // map a packet to a websocket message
-    // It is declared as a macro rather than a closure to avoid ownership issues
-    macro_rules! map_fn {
-            ($item:ident) => {
-                let res = match $item {
-                    Packet::Binary(bin) | Packet::BinaryV3(bin) => {
-                        if socket.protocol == ProtocolVersion::V3 {
-                            // v3 protocol requires packet type as the first byte.
-                            // This requires a new buffer. This is OK as it is only for the V3 protocol.
-                            let mut buff = Vec::with_capacity(bin.len() + 1);
-                            buff.push(0x04);
-                            buff.extend(bin);
-                            tx.feed(Message::Binary(buff.into())).await
-                        } else {
-                            tx.feed(Message::Binary(bin)).await
-                        }
-                    }
-                    // A Noop Packet maybe sent by the server to upgrade from a polling connection
-                    // In the case that the packet was not poll in time it will remain in the buffer and therefore
-                    // it should be discarded here
-                    Packet::Noop => Ok(()),
-                    _ => {
-                        let packet: String = $item.try_into().unwrap();
-                        tx.feed(Message::Text(packet.into())).await
-                    }
-                };
-                if let Err(_e) = res {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
-                }
-            };
-        }
+    let mut outgoing = Outgoing::default();
 
-    // Forward buffered packets until the channel is closed or the session is cancelled.
-    loop {
+    let result = loop {
         tokio::select! {
             biased;
-            items = buffered_rx.recv() => {
-                match items {
-                    Some(packets) => {
-                        for item in packets {
-                            map_fn!(item);
-                        }
-                        while let Ok(packets) = buffered_rx.try_recv() {
-                            for item in packets {
-                                map_fn!(item);
-                            }
-                        }
-                    }
-                    None => break
-                }
+            res = poll_fn(|cx| poll_connection(cx, engine, socket, ws, buffered_rx, &mut outgoing)) => {
+                break Some(res);
             }
-            _ = socket.cancellation_token.cancelled() => break,
+            _ = socket.cancellation_token.cancelled() => break None,
             Ok(()) = volatile_rx.changed() => {
-                let val = volatile_rx.borrow_and_update().clone();
-                if let Some(packets) = val {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
-                    for item in packets {
-                        map_fn!(item);
-                    }
-                }
-            },
+                outgoing.volatile = volatile_rx.borrow_and_update().clone();
+            }
+            // The heartbeat only ends by closing the session, which the next turn sees as a
+            // cancellation; a fused future stays pending once done.
+            () = heartbeat.as_mut() => {}
         }
+    };
 
-        #[cfg(feature = "tracing")]
-        tracing::trace!(sid = %socket.id, "ws flush");
-        tx.flush().await.ok();
-    }
-
+    // Write what is still queued (a close packet, a disconnect), then close the WebSocket.
     #[cfg(feature = "tracing")]
     tracing::trace!(sid = %socket.id, "ws closing flush");
-
-    tx.flush().await.ok();
-    tx.close().await.ok();
+    poll_fn(|cx| poll_write(cx, socket, ws, buffered_rx, &mut outgoing)).await;
+    SinkExt::close(ws).await.ok();
+    result
 }
+
+/// Reads every frame the client has sent and writes every queued packet the sink accepts.
+/// Ready when the client closed the connection or an error ends it.
+fn poll_connection<H: EngineIoHandler, S>(
+    cx: &mut Context<'_>,
+    engine: &Arc<EngineIo<H>>,
+    socket: &Arc<Socket<H::Data>>,
+    ws: &mut WebSocketStream<S>,
+    buffered_rx: &mut mpsc::Receiver<QueuedPackets>,
+    outgoing: &mut Outgoing,
+) -> Poll<Result<(), Error>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    loop {
+        match ws.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(msg))) => match on_ws_message(engine, socket, msg) {
+                Ok(ControlFlow::Continue(())) => {}
+                Ok(ControlFlow::Break(())) => return Poll::Ready(Ok(())),
+                Err(e) => return Poll::Ready(Err(e)),
+            },
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e.into())),
+            Poll::Ready(None) => return Poll::Ready(Ok(())),
+            Poll::Pending => break,
+        }
+    }
+
+    let _ = poll_write(cx, socket, ws, buffered_rx, outgoing);
+    Poll::Pending
+}
+
+/// Hands queued packets to the sink while it has room, then flushes: ready once nothing is left
+/// to write.
+fn poll_write<D: Default + Send + Sync + 'static, S>(
+    cx: &mut Context<'_>,
+    socket: &Socket<D>,
+    ws: &mut WebSocketStream<S>,
+    buffered_rx: &mut mpsc::Receiver<QueuedPackets>,
+    outgoing: &mut Outgoing,
+) -> Poll<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // Take a packet only when the sink has room for it, so nothing taken has to be put back.
+    loop {
+        let Poll::Ready(ready) = ws.poll_ready_unpin(cx) else {
+            return Poll::Pending;
+        };
+        let Some(packet) = outgoing.next_packet(cx, buffered_rx) else {
+            break;
+        };
+        let Some(msg) = packet_to_message(socket.protocol, packet) else {
+            continue;
+        };
+        // A failed write drops the frame, as upstream's writer did; the read side reports the
+        // broken connection.
+        match ready.and_then(|()| ws.start_send_unpin(msg)) {
+            Ok(()) => outgoing.unflushed = true,
+            Err(_e) => {
+                #[cfg(feature = "tracing")]
+                tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
+            }
+        }
+    }
+
+    if outgoing.unflushed {
+        let _res = ready!(ws.poll_flush_unpin(cx));
+        #[cfg(feature = "tracing")]
+        tracing::trace!(sid = %socket.id, "ws flush");
+        outgoing.unflushed = false;
+    }
+    Poll::Ready(())
+}
+
+/// Hands one frame from the client to the session: `Break` once the client has closed it.
+fn on_ws_message<H: EngineIoHandler>(
+    engine: &Arc<EngineIo<H>>,
+    socket: &Arc<Socket<H::Data>>,
+    msg: Message,
+) -> Result<ControlFlow<()>, Error> {
+    match msg {
+        Message::Text(msg) => match Packet::parse(socket.protocol, ws_bytes_to_str(msg))? {
+            Packet::Close => {
+                #[cfg(feature = "tracing")]
+                tracing::debug!("[sid={}] closing session", socket.id);
+                engine.close_session(socket.id, DisconnectReason::TransportClose);
+                return Ok(ControlFlow::Break(()));
+            }
+            Packet::Pong | Packet::Ping => {
+                // A signal still pending means that the client is already known to be alive.
+                socket.client_heartbeat.notify_one();
+            }
+            Packet::Message(msg) => engine.handler.on_message(msg, socket.clone()),
+            p => return Err(Error::BadPacket(p)),
+        },
+        Message::Binary(mut data) => {
+            if socket.protocol == ProtocolVersion::V3 && !data.is_empty() {
+                // The first byte is the message type, which we don't need.
+                data = data.split_off(1);
+            }
+            engine.handler.on_binary(data, socket.clone());
+        }
+        Message::Close(_) => {
+            #[cfg(feature = "tracing")]
+            tracing::debug!("websocket closed, closing session");
+            engine.close_session(socket.id, DisconnectReason::TransportClose);
+            return Ok(ControlFlow::Break(()));
+        }
+        _ => {
+            #[cfg(feature = "tracing")]
+            tracing::debug!(sid = ?socket.id, "unexpected ws message");
+        }
+    }
+    Ok(ControlFlow::Continue(()))
+}
+
+/// The WebSocket frame for a packet; `None` for a Noop, which only a polling request needs
+/// (one may still be queued from an upgrade).
+fn packet_to_message(protocol: ProtocolVersion, packet: Packet) -> Option<Message> {
+    match packet {
+        Packet::Binary(bin) | Packet::BinaryV3(bin) => {
+            if protocol == ProtocolVersion::V3 {
+                // v3 protocol requires packet type as the first byte.
+                let mut buff = Vec::with_capacity(bin.len() + 1);
+                buff.push(0x04);
+                buff.extend(bin);
+                Some(Message::Binary(buff.into()))
+            } else {
+                Some(Message::Binary(bin))
+            }
+        }
+        Packet::Noop => None,
+        packet => {
+            let packet = String::from(packet);
+            Some(Message::Text(packet.into()))
+        }
+    }
+}
+
 /// Send a Engine.IO [`OpenPacket`] to initiate a websocket connection
 async fn init_handshake<S>(
     sid: Sid,
@@ -408,7 +555,7 @@ where
     // We send a last Noop request to close a potential waiting polling request.
     socket
         .internal_tx
-        .send(smallvec![Packet::Noop])
+        .send(Box::new(smallvec![Packet::Noop]))
         .await
         .map_err(|_| Error::Upgrade)?;
 
@@ -505,42 +652,128 @@ mod tests {
         )
     }
 
+    fn engine() -> Arc<EngineIo<StubHandler>> {
+        Arc::new(EngineIo::new(
+            Arc::new(StubHandler),
+            EngineIoConfig::default(),
+        ))
+    }
+
+    /// Serves `server` for `socket` in a task of its own, without a heartbeat.
+    fn spawn_connection(
+        socket: &Arc<Socket<()>>,
+        server: WebSocketStream<DuplexStream>,
+    ) -> tokio::task::JoinHandle<Option<Result<(), Error>>> {
+        let (engine, socket) = (engine(), socket.clone());
+        tokio::spawn(async move {
+            let mut server = server;
+            let no_heartbeat = pin!(Fuse::<std::future::Ready<()>>::terminated());
+            serve_connection(&engine, &socket, &mut server, no_heartbeat).await
+        })
+    }
+
     /// A polling request can still hold the lock at the end of an upgrade.
     #[tokio::test]
-    async fn writer_waits_for_the_lock_of_a_polling_request() {
+    async fn connection_waits_for_the_lock_of_a_polling_request() {
         let socket = socket();
         let (server, mut client) = ws_pair().await;
-        let (tx, _rx) = server.split();
 
         let polling = socket.internal_rx.lock().await;
-        let writer = tokio::spawn(forward_to_socket::<StubHandler, _>(socket.clone(), tx));
+        let connection = spawn_connection(&socket, server);
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!writer.is_finished(), "the writer should wait for the lock");
+        assert!(
+            !connection.is_finished(),
+            "the connection should wait for the lock"
+        );
 
         drop(polling);
         socket.emit(Str::from("hello")).unwrap();
         let msg = tokio::time::timeout(TIMEOUT, client.next())
             .await
-            .expect("the writer should send the packet")
+            .expect("the connection should send the packet")
             .unwrap()
             .unwrap();
         assert_eq!(msg, Message::text("4hello"));
     }
 
     #[tokio::test]
-    async fn writer_waiting_for_the_lock_stops_with_the_session() {
+    async fn connection_waiting_for_the_lock_stops_with_the_session() {
         let socket = socket();
         let (server, _client) = ws_pair().await;
-        let (tx, _rx) = server.split();
 
         let _polling = socket.internal_rx.lock().await;
-        let writer = tokio::spawn(forward_to_socket::<StubHandler, _>(socket.clone(), tx));
+        let connection = spawn_connection(&socket, server);
         tokio::time::sleep(Duration::from_millis(20)).await;
 
         socket.cancellation_token.cancel();
-        tokio::time::timeout(TIMEOUT, writer)
+        let res = tokio::time::timeout(TIMEOUT, connection)
             .await
-            .expect("the writer should stop")
+            .expect("the connection should stop")
             .unwrap();
+        assert!(res.is_none());
+    }
+
+    /// Packets queued before the session closes are still written (a disconnect packet, say),
+    /// then the WebSocket is closed; a packet group larger than the socket's buffer is written
+    /// whole, in order.
+    #[tokio::test]
+    async fn connection_writes_queued_packets_then_closes_when_the_session_ends() {
+        let socket = socket();
+        let (server, mut client) = ws_pair().await;
+        let connection = spawn_connection(&socket, server);
+        // Wait until the connection serves the session (a session closed before that has
+        // nothing to write to).
+        socket.emit(Str::from("hello")).unwrap();
+        let hello = tokio::time::timeout(TIMEOUT, client.next()).await.unwrap();
+        assert_eq!(hello.unwrap().unwrap(), Message::text("4hello"));
+
+        let many = (0..64).map(|i| Bytes::from(vec![i; 64])).collect();
+        socket
+            .reserve()
+            .unwrap()
+            .emit_many(Str::from("first"), many);
+        socket.emit(Str::from("last")).unwrap();
+        socket.cancellation_token.cancel();
+
+        let mut received = Vec::new();
+        while let Some(Ok(msg)) = tokio::time::timeout(TIMEOUT, client.next())
+            .await
+            .expect("the connection should close the websocket")
+        {
+            received.push(msg);
+        }
+        assert_eq!(received.len(), 1 + 64 + 1 + 1, "{received:?}");
+        assert_eq!(received[0], Message::text("4first"));
+        assert_eq!(received[64], Message::binary(vec![63u8; 64]));
+        assert_eq!(received[65], Message::text("4last"));
+        assert!(matches!(received[66], Message::Close(_)));
+        tokio::time::timeout(TIMEOUT, connection)
+            .await
+            .expect("the connection should stop")
+            .unwrap();
+    }
+
+    /// Frames from the client reach the handler while packets are written to it.
+    #[tokio::test]
+    async fn connection_reads_and_writes_on_one_task() {
+        let socket = socket();
+        let (server, mut client) = ws_pair().await;
+        let connection = spawn_connection(&socket, server);
+
+        client.send(Message::text("3")).await.unwrap();
+        socket.emit(Str::from("ping?")).unwrap();
+        let msg = tokio::time::timeout(TIMEOUT, client.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(msg, Message::text("4ping?"));
+
+        client.send(Message::text("1")).await.unwrap();
+        let res = tokio::time::timeout(TIMEOUT, connection)
+            .await
+            .expect("a close packet should end the connection")
+            .unwrap();
+        assert!(matches!(res, Some(Ok(()))));
     }
 }
