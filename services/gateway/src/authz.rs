@@ -10,7 +10,9 @@
 //! API of some node, which forgets locally and publishes on `{prefix}authz:changed`; every node
 //! forgets on receipt. Any such change may change anyone's contacts: all contacts are forgotten. Missed messages are covered twice: every node forgets everything when its
 //! subscription comes back after a Redis outage, and entries expire after
-//! `SWITCHBOARD_AUTHZ_CACHE_MS` (30 s by default; 0 turns the cache off).
+//! `SWITCHBOARD_AUTHZ_CACHE_MS` (30 s by default; 0 turns the cache off). Expired entries are
+//! dropped by [`AuthzCache::forget_expired`], which the node runs once per TTL, so the cache
+//! holds the users active in the last TTL or two, not every user the node has seen.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -102,6 +104,32 @@ impl AuthzCache {
         contacts.insert(user.to_string(), (list, Instant::now() + self.ttl));
     }
 
+    /// Drops what has expired: decisions, rooms and users left without any, contact lists.
+    pub fn forget_expired(&self) {
+        let now = Instant::now();
+        let mut allowed = self.allowed.lock().expect("authz cache lock");
+        allowed.retain(|_, rooms| {
+            rooms.retain(|_, actions| {
+                actions.retain(|(_, expires)| *expires > now);
+                !actions.is_empty()
+            });
+            !rooms.is_empty()
+        });
+        drop(allowed);
+        let mut contacts = self.contacts.lock().expect("contacts cache lock");
+        contacts.retain(|_, (_, expires)| *expires > now);
+    }
+
+    /// How many users have decisions and contact lists remembered.
+    #[cfg(test)]
+    fn users_remembered(&self) -> (usize, usize) {
+        let allowed = self.allowed.lock().expect("authz cache lock").len();
+        (
+            allowed,
+            self.contacts.lock().expect("contacts cache lock").len(),
+        )
+    }
+
     /// Forgets one user's decisions, or everyone's for [`EVERYONE`]; and every contact list.
     pub fn forget(&self, user: &str) {
         let mut allowed = self.allowed.lock().expect("authz cache lock");
@@ -159,5 +187,23 @@ mod tests {
         short.remember_allowed("u", &chat, Action::Send);
         std::thread::sleep(Duration::from_millis(5));
         assert!(!short.is_allowed("u", &chat, Action::Send));
+    }
+
+    #[test]
+    fn expired_entries_are_dropped_and_live_ones_kept() {
+        let chat = RoomKey::new("chat", "1");
+        let short = AuthzCache::new(Duration::from_millis(1));
+        short.remember_allowed("gone", &chat, Action::Send);
+        short.remember_contacts("gone", Arc::new(vec!["v".into()]));
+        std::thread::sleep(Duration::from_millis(5));
+        short.forget_expired();
+        assert_eq!(short.users_remembered(), (0, 0));
+
+        let long = AuthzCache::new(Duration::from_secs(30));
+        long.remember_allowed("u", &chat, Action::Send);
+        long.remember_contacts("u", Arc::new(vec!["v".into()]));
+        long.forget_expired();
+        assert_eq!(long.users_remembered(), (1, 1));
+        assert!(long.is_allowed("u", &chat, Action::Send));
     }
 }

@@ -1,7 +1,7 @@
 //! A node's background work: the outbox sweeper (stored events whose broadcast was never
 //! confirmed, e.g. because their node died, are broadcast by another node), presence refreshes
-//! of this node's sockets, and delivery of presence/typing transitions published by the
-//! presence service.
+//! of this node's sockets, delivery of presence/typing transitions published by the presence
+//! service, and dropping expired authorization decisions.
 
 use std::sync::Arc;
 
@@ -20,8 +20,24 @@ pub async fn spawn_all(gw: Arc<Gateway>) -> anyhow::Result<Vec<JoinHandle<()>>> 
     Ok(vec![
         tokio::spawn(outbox_sweeper(gw.clone())),
         tokio::spawn(presence_refresher(gw.clone())),
+        tokio::spawn(authz_cache_pruner(gw.clone())),
         events,
     ])
+}
+
+/// Once per cache TTL, drops the authorization decisions and contact lists that have expired
+/// (without it they stay until the user is remembered again or the cache's bound empties it).
+async fn authz_cache_pruner(gw: Arc<Gateway>) {
+    let ttl = gw.config.authz_cache_ttl;
+    if ttl.is_zero() {
+        return;
+    }
+    let mut tick = tokio::time::interval(ttl);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        gw.core.authz.forget_expired();
+    }
 }
 
 /// Claims outbox entries older than the redelivery delay (leased, so one node takes each),
