@@ -10,6 +10,11 @@ use serde_json::{Value, json};
 /// How many provisioning requests are in flight at once.
 const CONCURRENCY: usize = 48;
 
+/// Tries per request that fails before any answer. A server may close an idle keep-alive
+/// connection just as the pool reuses it (Node's HTTP server does after 5 s: a full bench run
+/// once stopped on such a reset); every call here is safe to repeat (PUTs, token issues).
+const ATTEMPTS: usize = 3;
+
 #[derive(Clone)]
 pub struct Admin {
     http: reqwest::Client,
@@ -38,7 +43,17 @@ impl Admin {
     }
 
     async fn call(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-        let resp = req.bearer_auth(&self.token).send().await?;
+        let req = req.bearer_auth(&self.token);
+        let mut attempt = 1;
+        let resp = loop {
+            let this_try = req
+                .try_clone()
+                .context("a request body that cannot be repeated")?;
+            match this_try.send().await {
+                Err(e) if attempt < ATTEMPTS && (e.is_connect() || e.is_request()) => attempt += 1,
+                other => break other?,
+            }
+        };
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
