@@ -27,9 +27,8 @@ SYSTEMS="${BENCH_SYSTEMS:-switchboard node}"
 QUICK="${BENCH_QUICK:-0}"
 ADMIN_TOKEN="bench-admin-token"
 JWT_SECRET="bench-jwt-secret"
-BASE_URL="$SB_DATABASE_URL"
 DB_NAME="${SWITCHBOARD_BENCH_DATABASE:-sb_bench}"
-DB_URL="${BASE_URL%/*}/$DB_NAME"
+DB_URL="$(sb_database_url "$DB_NAME")"
 REDIS_URL="${SWITCHBOARD_REDIS_URL:-redis://127.0.0.1:6379}"
 BIN="${BENCH_BIN:-${CARGO_TARGET_DIR:-$SB_ROOT/target}/release}"
 LOGS="$SB_LOCAL/bench-logs"
@@ -48,7 +47,7 @@ if [[ ! -x "$VENV/bin/python" ]]; then python3 -m venv "$VENV"; fi
 "$VENV/bin/pip" install -q -r load-tests/report/requirements.txt
 
 log "2/4 fresh database $DB_NAME"
-psql "$BASE_URL" -qc "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" -c "CREATE DATABASE $DB_NAME"
+psql "$SB_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" -c "CREATE DATABASE $DB_NAME"
 SWITCHBOARD_DATABASE_URL="$DB_URL" "$BIN/switchboard-migrate" >"$LOGS/migrate.log" 2>&1
 
 # ---------------------------------------------------------------------------------------------

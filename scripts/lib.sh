@@ -7,6 +7,9 @@ SB_LOCAL="${SWITCHBOARD_LOCAL_DIR:-$SB_ROOT/.local}"
 # The Postgres server the scripts use (and the database their own databases are created from).
 SB_DATABASE_URL="${SWITCHBOARD_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 
+# sb_database_url NAME -> the URL of database NAME on SB_DATABASE_URL's server.
+sb_database_url() { printf '%s/%s' "${SB_DATABASE_URL%/*}" "$1"; }
+
 # Logging never fails the script: after Ctrl-C, a `| tee` reading our output may be gone.
 log()  { printf '[%s] %s\n' "${SB_SCRIPT:-switchboard}" "$*" >&2 2>/dev/null || true; }
 warn() { printf '[%s] WARNING: %s\n' "${SB_SCRIPT:-switchboard}" "$*" >&2 2>/dev/null || true; }

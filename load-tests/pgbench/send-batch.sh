@@ -19,7 +19,6 @@ ROUNDS="${PGBENCH_ROUNDS:-3}"
 SECS="${PGBENCH_SECS:-20}"
 CLIENTS="${PGBENCH_CLIENTS:-2}"
 PREFILL="${PGBENCH_PREFILL:-200000}"
-BASE_URL="$SB_DATABASE_URL"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
@@ -27,8 +26,8 @@ mapfile -t MIGRATIONS < <(ls migrations/*.sql)
 DBS=()
 for ((n = 1; n <= ${#MIGRATIONS[@]}; n++)); do
     db="sb_pgbench_$n"
-    url="${BASE_URL%/*}/$db"
-    psql "$BASE_URL" -q -c "SET client_min_messages = warning" \
+    url="$(sb_database_url "$db")"
+    psql "$SB_DATABASE_URL" -q -c "SET client_min_messages = warning" \
         -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
     for m in "${MIGRATIONS[@]:0:n}"; do psql "$url" -q -v ON_ERROR_STOP=1 -f "$m" >/dev/null; done
     # 250 rooms and a history of PREFILL messages, so the indexes are not toy-sized.
@@ -93,7 +92,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     for db in "${order[@]}"; do
         read -r busy0 steal0 < <(cpu_ticks)
         tps=$(pgbench -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$SECS" -f "$WORK/send.sql" \
-            "${BASE_URL%/*}/$db" 2>/dev/null | awk '/^tps/{print $3}')
+            "$(sb_database_url "$db")" 2>/dev/null | awk '/^tps/{print $3}')
         read -r busy1 steal1 < <(cpu_ticks)
         awk -v db="$db" -v r="$round" -v tps="$tps" -v busy=$((busy1 - busy0)) \
             -v steal=$((steal1 - steal0)) -v hz="$hz" -v secs="$SECS" -v cpus="$(nproc)" '
@@ -104,4 +103,4 @@ for ((round = 1; round <= ROUNDS; round++)); do
             }'
     done
 done
-for db in "${DBS[@]}"; do psql "$BASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"; done
+for db in "${DBS[@]}"; do psql "$SB_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"; done
