@@ -148,7 +148,7 @@ if ((QUICK)); then
 else
     IDLE=10000; ONE_NODE=19000; STORM=5000
     FAN=(--clients 2000 --room-size 20 --rates 100,200,400,800,1200,1600,2400,3200,4800)
-    SEND=(--clients 1000 --room-size 4 --rates 250,500,1000,1500,2000,2500,3000,4000,5000)
+    SEND=(--clients 1000 --room-size 4 --rates 250,500,1000,1500,2000,2500,3000,4000,5000,6000,8000)
     CHURN=(--clients 1000 --room-size 10 --rates 10,25,50,100,200,400,800)
     KILL=(--clients 10000 --room-size 10 --rate 200 --kill-after-secs 10 --after-kill-secs 20); STEP=8
 fi

@@ -116,6 +116,47 @@ pub fn inject_trace_context(
     Ok(req)
 }
 
+/// The current span's trace context as a W3C `traceparent` value (empty without one), for a
+/// call that carries several traces, one per item (`SendMany`): see [`set_parent_traceparent`].
+pub fn current_traceparent() -> String {
+    let cx = tracing::Span::current().context();
+    let mut carrier = TraceparentInjector(String::new());
+    global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
+    carrier.0
+}
+
+/// Makes `span` a child of the trace a [`current_traceparent`] value names (no-op when empty).
+pub fn set_parent_traceparent(span: &tracing::Span, traceparent: &str) {
+    if traceparent.is_empty() {
+        return;
+    }
+    let parent = global::get_text_map_propagator(|p| p.extract(&TraceparentExtractor(traceparent)));
+    let _ = span.set_parent(parent);
+}
+
+const TRACEPARENT: &str = "traceparent";
+
+struct TraceparentInjector(String);
+
+impl Injector for TraceparentInjector {
+    fn set(&mut self, key: &str, value: String) {
+        if key == TRACEPARENT {
+            self.0 = value;
+        }
+    }
+}
+
+struct TraceparentExtractor<'a>(&'a str);
+
+impl Extractor for TraceparentExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        (key == TRACEPARENT).then_some(self.0)
+    }
+    fn keys(&self) -> Vec<&str> {
+        vec![TRACEPARENT]
+    }
+}
+
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
 
 impl Extractor for HeaderExtractor<'_> {
@@ -180,6 +221,31 @@ pub fn parse_server_timing(value: &str) -> Option<std::time::Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_traceparent_carries_the_trace_to_another_span() {
+        use tracing_subscriber::layer::SubscriberExt;
+        global::set_text_map_propagator(TraceContextPropagator::new());
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let sender = tracing::info_span!("sender");
+            let (traceparent, trace_id) =
+                sender.in_scope(|| (current_traceparent(), current_trace_id()));
+            assert!(
+                traceparent.contains(&trace_id),
+                "{traceparent} / {trace_id}"
+            );
+            let receiver = tracing::info_span!("receiver");
+            set_parent_traceparent(&receiver, &traceparent);
+            assert_eq!(receiver.in_scope(current_trace_id), trace_id);
+            // No traceparent: a trace of its own.
+            let alone = tracing::info_span!("alone");
+            set_parent_traceparent(&alone, "");
+            assert_ne!(alone.in_scope(current_trace_id), trace_id);
+        });
+    }
 
     #[test]
     fn server_timing_round_trip() {

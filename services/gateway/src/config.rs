@@ -69,6 +69,9 @@ pub struct Config {
     /// How long shutdown waits after telling clients to reconnect elsewhere.
     pub drain_grace: Duration,
     pub grpc_timeout: Duration,
+    /// At most this many `SendMany` calls open to the messages service; sends arriving while
+    /// all are busy leave together in the next one (`crate::send_forwarder`).
+    pub sends_in_flight: usize,
     /// How long an allowed authorization decision is remembered (`crate::authz`); 0 = never.
     pub authz_cache_ttl: Duration,
 }
@@ -146,6 +149,7 @@ impl Config {
             drain_grace: ms("DRAIN_GRACE_MS", 1_000)?,
             authz_cache_ttl: ms("AUTHZ_CACHE_MS", 30_000)?,
             grpc_timeout: ms("GRPC_TIMEOUT_MS", 5_000)?,
+            sends_in_flight: env_or("SENDS_IN_FLIGHT", 2)?,
         };
         config.validate()?;
         Ok(config)
@@ -179,6 +183,10 @@ impl Config {
         ensure(
             self.max_payload_bytes >= 1024,
             "SWITCHBOARD_MAX_PAYLOAD_BYTES must be at least 1024",
+        )?;
+        ensure(
+            self.sends_in_flight > 0,
+            "SWITCHBOARD_SENDS_IN_FLIGHT must be positive",
         )?;
         ensure(
             self.max_rooms_per_socket > 0,

@@ -9,7 +9,7 @@ use switchboard_common::{DomainError, ErrorCode};
 use switchboard_proto::{common as pc, membership as pm, messages as pmsg, presence as pp};
 
 use crate::authz::AuthzCache;
-use crate::{clients::Clients, config::Config, fanout::Fanout};
+use crate::{clients::Clients, config::Config, fanout::Fanout, send_forwarder::SendForwarder};
 
 /// A room: its kind and the application's id for it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -276,6 +276,7 @@ pub struct Core {
     rate_script: Script,
     config: Arc<Config>,
     confirmations: tokio::sync::mpsc::Sender<i64>,
+    sends: SendForwarder,
     pub authz: AuthzCache,
 }
 
@@ -284,7 +285,9 @@ impl Core {
     pub fn new(clients: Clients, fanout: Arc<Fanout>, redis: Client, config: Arc<Config>) -> Self {
         let (confirmations, rx) = tokio::sync::mpsc::channel(10_000);
         tokio::spawn(confirm_deliveries(clients.clone(), rx));
+        let sends = SendForwarder::start(clients.clone(), config.sends_in_flight);
         Self {
+            sends,
             clients,
             fanout,
             redis,
@@ -399,10 +402,7 @@ impl Core {
             file_size: None,
             mime_type: None,
         };
-        let resp = self
-            .clients
-            .call("messages", "Send", self.clients.messages.clone().send(req))
-            .await?;
+        let resp = self.sends.send(req).await?;
         let message = Message::try_from(resp.message)?;
         if resp.created {
             self.broadcast_and_confirm(MessageEvent::New, &message, resp.outbox_id)

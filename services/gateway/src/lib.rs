@@ -16,6 +16,7 @@ pub mod head;
 pub mod http;
 pub mod metrics;
 pub mod redis;
+pub mod send_forwarder;
 
 use std::{
     collections::HashMap,

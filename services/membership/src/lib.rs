@@ -102,10 +102,7 @@ pub async fn run(
                 .map_future(switchboard_common::telemetry::report_server_timing),
         )
         .add_service(MembershipServer::new(service))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(switchboard_common::grpc_incoming(listener), shutdown)
         .await
         .context("serving gRPC");
     pool.close().await;

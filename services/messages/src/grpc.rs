@@ -1,9 +1,10 @@
 //! The `Messages` gRPC service: converts requests to domain types (validating them), calls the
 //! [`Store`], converts answers back.
 
-use switchboard_common::{DomainError, time_fmt::to_ms};
+use switchboard_common::{DomainError, telemetry, time_fmt::to_ms};
 use switchboard_proto::messages::{self as pb, messages_server::Messages};
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::{
     batch::SendBatcher,
@@ -31,11 +32,29 @@ impl MessagesService {
             max_content_chars,
         }
     }
+
+    async fn send_one(&self, request: pb::SendRequest) -> Result<pb::SendResponse, DomainError> {
+        let m = NewMessage::try_from(request)?;
+        m.check(self.max_content_chars)?;
+        let sent = if store::batchable(&m) {
+            self.batcher.send(m).await
+        } else {
+            self.store.send(&m).await
+        }?;
+        Ok(pb::SendResponse {
+            message: Some(sent.message.into()),
+            created: sent.created,
+            outbox_id: sent.outbox_id,
+        })
+    }
 }
 
 fn status(e: DomainError) -> Status {
     e.into()
 }
+
+/// The most sends one `SendMany` call may carry.
+pub const MAX_SEND_MANY_ITEMS: usize = 1024;
 
 #[tonic::async_trait]
 impl Messages for MessagesService {
@@ -43,19 +62,48 @@ impl Messages for MessagesService {
         &self,
         request: Request<pb::SendRequest>,
     ) -> Result<Response<pb::SendResponse>, Status> {
-        let m = NewMessage::try_from(request.into_inner()).map_err(status)?;
-        m.check(self.max_content_chars).map_err(status)?;
-        let sent = if store::batchable(&m) {
-            self.batcher.send(m).await
-        } else {
-            self.store.send(&m).await
+        self.send_one(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn send_many(
+        &self,
+        request: Request<pb::SendManyRequest>,
+    ) -> Result<Response<pb::SendManyResponse>, Status> {
+        let items = request.into_inner().items;
+        if items.len() > MAX_SEND_MANY_ITEMS {
+            return Err(status(DomainError::validation(format!(
+                "at most {MAX_SEND_MANY_ITEMS} sends per call"
+            ))));
         }
-        .map_err(status)?;
-        Ok(Response::new(pb::SendResponse {
-            message: Some(sent.message.into()),
-            created: sent.created,
-            outbox_id: sent.outbox_id,
+        // Concurrently: plain sends of one call land in the same batch of their lane.
+        let outcomes = futures_util::future::join_all(items.into_iter().map(|item| {
+            let span = tracing::info_span!("send");
+            telemetry::set_parent_traceparent(&span, &item.traceparent);
+            async move {
+                let request = item
+                    .request
+                    .ok_or_else(|| DomainError::validation("missing request"))?;
+                self.send_one(request).await
+            }
+            .instrument(span)
         }))
+        .await;
+        let outcomes = outcomes
+            .into_iter()
+            .map(|r| pb::SendOutcome {
+                outcome: Some(match r {
+                    Ok(sent) => pb::send_outcome::Outcome::Sent(sent),
+                    Err(e) => pb::send_outcome::Outcome::Error(pb::SendError {
+                        code: e.code.name().to_string(),
+                        message: e.message,
+                    }),
+                }),
+            })
+            .collect();
+        Ok(Response::new(pb::SendManyResponse { outcomes }))
     }
 
     async fn edit(

@@ -27,6 +27,7 @@ use switchboard_proto::messages::messages_server::MessagesServer;
 
 mod batch;
 mod grpc;
+pub use grpc::MAX_SEND_MANY_ITEMS;
 pub mod model;
 pub mod store;
 
@@ -130,10 +131,7 @@ pub async fn run(
                 .map_future(switchboard_common::telemetry::report_server_timing),
         )
         .add_service(MessagesServer::new(service))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(switchboard_common::grpc_incoming(listener), shutdown)
         .await
         .context("serving gRPC")?;
     Ok(())

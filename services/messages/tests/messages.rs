@@ -234,6 +234,14 @@ fn text(room: &RoomRef, sender: &str, content: &str) -> pb::SendRequest {
     }
 }
 
+/// A room no test inserts.
+fn missing_room() -> RoomRef {
+    RoomRef {
+        kind: "chat".into(),
+        id: "nowhere".into(),
+    }
+}
+
 fn code<T: std::fmt::Debug>(r: Result<T, DomainError>) -> ErrorCode {
     r.expect_err("expected an error").code
 }
@@ -539,13 +547,82 @@ async fn a_batch_with_a_repeat_inside_is_stored_one_by_one() {
 }
 
 #[tokio::test]
+async fn send_many_answers_each_send_in_order() {
+    let h = start().await;
+    let a = h.room("chat", "a").await;
+    let nowhere = missing_room();
+    let item = |request: Option<pb::SendRequest>| pb::SendManyItem {
+        request,
+        traceparent: String::new(),
+    };
+    let with_id = |content: &str, client_id: &str| pb::SendRequest {
+        client_id: Some(client_id.into()),
+        ..text(&a, "u1", content)
+    };
+    let call = |items: Vec<pb::SendManyItem>| {
+        let mut client = h.client.clone();
+        async move {
+            client
+                .send_many(pb::SendManyRequest { items })
+                .await
+                .expect("SendMany")
+                .into_inner()
+                .outcomes
+        }
+    };
+    let outcomes = call(vec![
+        item(Some(with_id("one", "c1"))),
+        item(Some(text(&nowhere, "u1", "lost"))),
+        item(None),
+        item(Some(text(&a, "u1", ""))),
+        item(Some(with_id("two", "c2"))),
+    ])
+    .await;
+    let sent = |o: &pb::SendOutcome| match &o.outcome {
+        Some(pb::send_outcome::Outcome::Sent(s)) => s.clone(),
+        other => panic!("expected a stored message, got {other:?}"),
+    };
+    let refused = |o: &pb::SendOutcome| match &o.outcome {
+        Some(pb::send_outcome::Outcome::Error(e)) => ErrorCode::from_name(&e.code),
+        other => panic!("expected an error, got {other:?}"),
+    };
+    assert_eq!(outcomes.len(), 5);
+    let one = sent(&outcomes[0]);
+    assert!(one.created && one.outbox_id > 0);
+    assert_eq!(one.message.as_ref().unwrap().content, "one");
+    assert_eq!(refused(&outcomes[1]), Some(ErrorCode::NotFound));
+    assert_eq!(refused(&outcomes[2]), Some(ErrorCode::Validation));
+    assert_eq!(refused(&outcomes[3]), Some(ErrorCode::Validation));
+    let two = sent(&outcomes[4]);
+    assert_eq!(two.message.as_ref().unwrap().content, "two");
+    assert_eq!(h.count("SELECT count(*) FROM messages").await, 2);
+
+    // A repeat in a later call is answered with the stored message and stores nothing.
+    let again = call(vec![item(Some(with_id("one", "c1")))]).await;
+    let again = sent(&again[0]);
+    assert!(!again.created);
+    assert_eq!(again.message.unwrap().id, one.message.unwrap().id);
+    assert_eq!(h.count("SELECT count(*) FROM messages").await, 2);
+
+    // Too many sends in one call: the call is refused, nothing is stored.
+    let too_many = (0..=switchboard_messages::MAX_SEND_MANY_ITEMS)
+        .map(|i| item(Some(text(&a, "u1", &format!("m{i}")))))
+        .collect();
+    let refused_call = h
+        .client
+        .clone()
+        .send_many(pb::SendManyRequest { items: too_many })
+        .await
+        .map_err(DomainError::from);
+    assert_eq!(code(refused_call), ErrorCode::Validation);
+    assert_eq!(h.count("SELECT count(*) FROM messages").await, 2);
+}
+
+#[tokio::test]
 async fn send_refuses_unknown_rooms_and_bad_input() {
     let h = start().await;
     let a = h.room("chat", "a").await;
-    let nowhere = RoomRef {
-        kind: "chat".into(),
-        id: "nowhere".into(),
-    };
+    let nowhere = missing_room();
     assert_eq!(
         code(h.send(text(&nowhere, "u1", "hi")).await),
         ErrorCode::NotFound
@@ -932,10 +1009,7 @@ async fn history_pages_both_ways() {
         code(h.history(&a, Some(m[3]), Some(m[1]), 3).await),
         ErrorCode::Validation
     );
-    let nowhere = RoomRef {
-        kind: "chat".into(),
-        id: "nowhere".into(),
-    };
+    let nowhere = missing_room();
     assert_eq!(
         code(h.history(&nowhere, None, None, 0).await),
         ErrorCode::NotFound

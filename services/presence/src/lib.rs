@@ -66,10 +66,7 @@ pub async fn run(
                 .map_future(switchboard_common::telemetry::report_server_timing),
         )
         .add_service(PresenceServer::new(PresenceService::new(store.clone())))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(switchboard_common::grpc_incoming(listener), shutdown)
         .await;
 
     // A sweep interrupted here is harmless: each script runs entirely or not at all.
