@@ -10,6 +10,8 @@
 
 use std::sync::Arc;
 
+use prost::Message as _;
+
 use switchboard_common::{DomainError, ErrorCode, telemetry};
 use switchboard_proto::messages as pmsg;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -18,6 +20,9 @@ use crate::clients::Clients;
 
 /// The most sends one call carries.
 const MAX_ITEMS_PER_CALL: usize = 256;
+/// The most bytes of sends one call carries (unless its first send alone is larger): a call, and
+/// its answer, which repeats each message, stay well under tonic's 4 MiB message limit.
+const MAX_BYTES_PER_CALL: usize = 1 << 20;
 /// Sends waiting for a call; a full queue makes senders wait.
 const QUEUE: usize = 10_000;
 
@@ -58,18 +63,21 @@ impl SendForwarder {
 }
 
 async fn forward(clients: Clients, mut rx: mpsc::Receiver<Queued>, in_flight: Arc<Semaphore>) {
-    while let Some(first) = rx.recv().await {
+    let mut held_back = None;
+    loop {
+        let first = match held_back.take() {
+            Some(q) => q,
+            None => match rx.recv().await {
+                Some(q) => q,
+                None => return,
+            },
+        };
         // Waiting for a free call is what lets sends gather.
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        let mut batch = vec![first];
-        while batch.len() < MAX_ITEMS_PER_CALL {
-            match rx.try_recv() {
-                Ok(q) => batch.push(q),
-                Err(_) => break,
-            }
-        }
+        let batch;
+        (batch, held_back) = gather(first, &mut rx);
         let clients = clients.clone();
         tokio::spawn(async move {
             let (items, replies): (Vec<_>, Vec<_>) =
@@ -84,6 +92,24 @@ async fn forward(clients: Clients, mut rx: mpsc::Receiver<Queued>, in_flight: Ar
             }
         });
     }
+}
+
+/// `first` and what queued behind it, within a call's limits; a send that would take the call
+/// over its byte limit is handed back, to lead the next call.
+fn gather(first: Queued, rx: &mut mpsc::Receiver<Queued>) -> (Vec<Queued>, Option<Queued>) {
+    let mut bytes = first.item.encoded_len();
+    let mut batch = vec![first];
+    while batch.len() < MAX_ITEMS_PER_CALL {
+        let Ok(q) = rx.try_recv() else {
+            break;
+        };
+        bytes += q.item.encoded_len();
+        if bytes > MAX_BYTES_PER_CALL {
+            return (batch, Some(q));
+        }
+        batch.push(q);
+    }
+    (batch, None)
 }
 
 /// One outcome per send of a call: the service's own, or the call's failure for each.
@@ -153,6 +179,44 @@ mod tests {
         assert_eq!(got[0].as_ref().unwrap_err().code, ErrorCode::NotFound);
         assert_eq!(got[1].as_ref().unwrap(), &sent);
         assert_eq!(got[2].as_ref().unwrap_err().code, ErrorCode::Validation);
+    }
+
+    fn queued(content_bytes: usize) -> Queued {
+        let item = pmsg::SendManyItem {
+            request: Some(pmsg::SendRequest {
+                content: "x".repeat(content_bytes),
+                ..Default::default()
+            }),
+            traceparent: String::new(),
+        };
+        Queued {
+            item,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn a_call_takes_what_queued_within_its_limits() {
+        let (tx, mut rx) = mpsc::channel(QUEUE);
+        // Three sends of 0.4 MiB: two fit in a call, the third leads the next one.
+        for _ in 0..3 {
+            assert!(tx.try_send(queued(400 << 10)).is_ok());
+        }
+        let (batch, held_back) = gather(queued(1), &mut rx);
+        assert_eq!(batch.len(), 3);
+        let held_back = held_back.expect("the third large send waits");
+        let (batch, rest) = gather(held_back, &mut rx);
+        assert_eq!((batch.len(), rest.is_none()), (1, true));
+        // A send larger than the limit still goes, alone.
+        let (batch, rest) = gather(queued(2 << 20), &mut rx);
+        assert_eq!((batch.len(), rest.is_none()), (1, true));
+        // Small sends: at most MAX_ITEMS_PER_CALL per call.
+        for _ in 0..MAX_ITEMS_PER_CALL + 5 {
+            assert!(tx.try_send(queued(10)).is_ok());
+        }
+        let (batch, rest) = gather(queued(10), &mut rx);
+        assert_eq!((batch.len(), rest.is_none()), (MAX_ITEMS_PER_CALL, true));
+        assert_eq!(rx.len(), 6);
     }
 
     #[test]
