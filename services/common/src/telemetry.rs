@@ -4,6 +4,10 @@
 //!
 //! Trace context crosses gRPC in the `traceparent` metadata entry: clients wrap their channel
 //! with [`inject_trace_context`], servers start their request span with [`grpc_server_span`].
+//! A call that carries several sends (`SendMany`) carries each one's trace in its item
+//! ([`current_traceparent`], [`set_parent_traceparent`]).
+
+use std::collections::HashMap;
 
 use opentelemetry::{
     global,
@@ -120,9 +124,9 @@ pub fn inject_trace_context(
 /// call that carries several traces, one per item (`SendMany`): see [`set_parent_traceparent`].
 pub fn current_traceparent() -> String {
     let cx = tracing::Span::current().context();
-    let mut carrier = TraceparentInjector(String::new());
+    let mut carrier = HashMap::new();
     global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
-    carrier.0
+    carrier.remove(TRACEPARENT).unwrap_or_default()
 }
 
 /// Makes `span` a child of the trace a [`current_traceparent`] value names (no-op when empty).
@@ -130,32 +134,12 @@ pub fn set_parent_traceparent(span: &tracing::Span, traceparent: &str) {
     if traceparent.is_empty() {
         return;
     }
-    let parent = global::get_text_map_propagator(|p| p.extract(&TraceparentExtractor(traceparent)));
+    let carrier = HashMap::from([(TRACEPARENT.to_string(), traceparent.to_string())]);
+    let parent = global::get_text_map_propagator(|p| p.extract(&carrier));
     let _ = span.set_parent(parent);
 }
 
 const TRACEPARENT: &str = "traceparent";
-
-struct TraceparentInjector(String);
-
-impl Injector for TraceparentInjector {
-    fn set(&mut self, key: &str, value: String) {
-        if key == TRACEPARENT {
-            self.0 = value;
-        }
-    }
-}
-
-struct TraceparentExtractor<'a>(&'a str);
-
-impl Extractor for TraceparentExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        (key == TRACEPARENT).then_some(self.0)
-    }
-    fn keys(&self) -> Vec<&str> {
-        vec![TRACEPARENT]
-    }
-}
 
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
 
