@@ -1,6 +1,6 @@
-//! The one error-code table. Each domain error has one row: its gRPC code (between services),
-//! its HTTP status (integration API) and its code in each client contract. Dialects render the
-//! contract's shape from these columns; nothing else invents error codes.
+//! The one error-code table. Each domain error has one row: its gRPC code (between services) and
+//! its HTTP status (integration API). Each dialect maps these codes to its own contract's codes
+//! and shapes, in its own folder of the gateway.
 //!
 //! Across gRPC, the exact domain code travels in the `x-switchboard-error` metadata entry, so
 //! a code that shares a gRPC code with another (e.g. `EditWindowExpired` and `Conflict`) comes
@@ -42,8 +42,6 @@ pub struct ErrorRow {
     pub name: &'static str,
     pub grpc: tonic::Code,
     pub http: u16,
-    /// The `chat` contract's `error` value.
-    pub chat: &'static str,
 }
 
 /// The table itself.
@@ -53,93 +51,65 @@ pub const TABLE: &[ErrorRow] = &[
         "VALIDATION_ERROR",
         tonic::Code::InvalidArgument,
         400,
-        "VALIDATION_ERROR",
     ),
     row(
         ErrorCode::Unauthorized,
         "UNAUTHORIZED",
         tonic::Code::Unauthenticated,
         401,
-        "UNAUTHORIZED",
     ),
     row(
         ErrorCode::TokenExpired,
         "TOKEN_EXPIRED",
         tonic::Code::Unauthenticated,
         401,
-        "UNAUTHORIZED",
     ),
     row(
         ErrorCode::Forbidden,
         "FORBIDDEN",
         tonic::Code::PermissionDenied,
         403,
-        "FORBIDDEN",
     ),
-    row(
-        ErrorCode::NotFound,
-        "NOT_FOUND",
-        tonic::Code::NotFound,
-        404,
-        "NOT_FOUND",
-    ),
+    row(ErrorCode::NotFound, "NOT_FOUND", tonic::Code::NotFound, 404),
     row(
         ErrorCode::Conflict,
         "CONFLICT",
         tonic::Code::AlreadyExists,
         409,
-        "VALIDATION_ERROR",
     ),
     row(
         ErrorCode::RateLimited,
         "RATE_LIMITED",
         tonic::Code::ResourceExhausted,
         429,
-        "RATE_LIMITED",
     ),
     row(
         ErrorCode::PayloadTooLarge,
         "PAYLOAD_TOO_LARGE",
         tonic::Code::InvalidArgument,
         413,
-        "VALIDATION_ERROR",
     ),
     row(
         ErrorCode::EditWindowExpired,
         "EDIT_WINDOW_EXPIRED",
         tonic::Code::FailedPrecondition,
         403,
-        "FORBIDDEN",
     ),
     row(
         ErrorCode::Unavailable,
         "UNAVAILABLE",
         tonic::Code::Unavailable,
         503,
-        "INTERNAL",
     ),
-    row(
-        ErrorCode::Internal,
-        "INTERNAL",
-        tonic::Code::Internal,
-        500,
-        "INTERNAL",
-    ),
+    row(ErrorCode::Internal, "INTERNAL", tonic::Code::Internal, 500),
 ];
 
-const fn row(
-    code: ErrorCode,
-    name: &'static str,
-    grpc: tonic::Code,
-    http: u16,
-    chat: &'static str,
-) -> ErrorRow {
+const fn row(code: ErrorCode, name: &'static str, grpc: tonic::Code, http: u16) -> ErrorRow {
     ErrorRow {
         code,
         name,
         grpc,
         http,
-        chat,
     }
 }
 
@@ -158,9 +128,6 @@ impl ErrorCode {
     }
     pub fn grpc_code(self) -> tonic::Code {
         self.row().grpc
-    }
-    pub fn chat_code(self) -> &'static str {
-        self.row().chat
     }
     pub fn from_name(name: &str) -> Option<Self> {
         TABLE.iter().find(|r| r.name == name).map(|r| r.code)

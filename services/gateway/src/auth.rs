@@ -134,7 +134,7 @@ impl Authenticator {
         if token.len() > 8192 {
             return Err(AuthFailure::Invalid);
         }
-        if token.split('.').count() == 3 {
+        if looks_like_jwt(token) {
             return self.verify_jwt(token);
         }
         self.session_user(token).await
@@ -302,22 +302,48 @@ impl Authenticator {
         self.session_user(&sid).await
     }
 
-    /// The handshake rule shared by every dialect: `auth.token`, then `?token=`, then the cookie.
+    /// The handshake rule shared by every dialect, limited to the credentials its contract
+    /// accepts: `auth.token`, then `?token=`, then the cookie.
     pub async fn authenticate(
         &self,
+        accepted: Credentials,
         auth_token: Option<&str>,
         query_token: Option<&str>,
         cookie_header: Option<&str>,
         origin: Option<&str>,
     ) -> Result<Identity, AuthFailure> {
-        if let Some(t) = auth_token.filter(|t| !t.is_empty()) {
-            return self.verify_token(t).await;
+        if accepted.tokens {
+            let token = auth_token
+                .filter(|t| !t.is_empty())
+                .or(query_token.filter(|t| !t.is_empty()));
+            if let Some(t) = token {
+                if !accepted.session_tokens && !looks_like_jwt(t) {
+                    return Err(AuthFailure::Invalid);
+                }
+                return self.verify_token(t).await;
+            }
         }
-        if let Some(t) = query_token.filter(|t| !t.is_empty()) {
-            return self.verify_token(t).await;
+        if accepted.cookie {
+            return self.verify_cookie(cookie_header, origin).await;
         }
-        self.verify_cookie(cookie_header, origin).await
+        Err(AuthFailure::Missing)
     }
+}
+
+/// Which handshake credentials a contract accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credentials {
+    /// A token in `auth.token` or `?token=`: a JWT…
+    pub tokens: bool,
+    /// …or also an opaque session token.
+    pub session_tokens: bool,
+    /// The signed session cookie (behind the Origin allow-list).
+    pub cookie: bool,
+}
+
+/// Three dot-separated parts: a JWT rather than an opaque session token.
+fn looks_like_jwt(token: &str) -> bool {
+    token.trim().split('.').count() == 3
 }
 
 /// What `encodeURIComponent` leaves alone, as the `cookie` package encodes values.

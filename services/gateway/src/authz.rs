@@ -18,7 +18,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::core::{Action, RoomKey};
+use switchboard_common::RoomKey;
+
+use crate::core::Action;
 
 /// Beyond this many users remembered, start again from empty (a bound, not an eviction policy:
 /// a node serving more active users than this simply asks more often).

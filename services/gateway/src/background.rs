@@ -10,9 +10,11 @@ use serde::Deserialize;
 use switchboard_proto::{messages as pmsg, presence as pp};
 use tokio::task::JoinHandle;
 
+use switchboard_common::RoomKey;
+
 use crate::{
     Gateway,
-    core::{Message, MessageEvent, RoomKey},
+    core::{CoreEvent, Message, MessageEvent},
 };
 
 pub async fn spawn_all(gw: Arc<Gateway>) -> anyhow::Result<Vec<JoinHandle<()>>> {
@@ -77,7 +79,12 @@ async fn outbox_sweeper(gw: Arc<Gateway>) {
                 tracing::warn!(outbox_id = ev.outbox_id, "unreadable outbox entry");
                 continue;
             };
-            if gw.core.fanout.message(kind, &message).await && gw.core.fanout.may_confirm() {
+            let event = CoreEvent::Message {
+                event: kind,
+                message: &message,
+                origin: None,
+            };
+            if gw.core.publish(None, event).await && gw.core.fanout.may_confirm() {
                 gw.metrics.redelivered.inc();
                 delivered.push(ev.outbox_id);
             }
@@ -201,26 +208,17 @@ async fn deliver(gw: &Gateway, event: PresenceEvent) {
             status,
             at_ms,
         } => {
-            if !gw.core.fanout.namespaces().contains(&namespace) {
+            // A burst of transitions (mass disconnects) must not flood the services with the
+            // lookups dialects make to render them (contacts, members, presence).
+            let Ok(_in_flight) = gw.background_calls.acquire().await else {
                 return;
-            }
-            // A burst of transitions (mass disconnects) must not flood the membership service.
-            let contacts = match async {
-                let _in_flight = gw.background_calls.acquire().await;
-                gw.core.contacts(&user_id).await
-            }
-            .await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "presence not delivered: contacts unavailable");
-                    return;
-                }
             };
-            gw.core
-                .fanout
-                .presence(&namespace, &user_id, status == "online", at_ms, &contacts)
-                .await;
+            let event = CoreEvent::Presence {
+                user_id: &user_id,
+                online: status == "online",
+                at_ms,
+            };
+            gw.core.publish(Some(&namespace), event).await;
         }
         PresenceEvent::Typing {
             namespace,
@@ -230,10 +228,13 @@ async fn deliver(gw: &Gateway, event: PresenceEvent) {
             typing,
         } => {
             let room = RoomKey::new(room_kind, room_id);
-            gw.core
-                .fanout
-                .typing(&namespace, &room, &user_id, typing, true)
-                .await;
+            let event = CoreEvent::Typing {
+                room: &room,
+                user_id: &user_id,
+                typing,
+                local: true,
+            };
+            gw.core.publish(Some(&namespace), event).await;
         }
     }
 }

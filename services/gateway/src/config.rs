@@ -54,11 +54,10 @@ pub struct Config {
     /// After this node reconnects to Redis, deliveries are not confirmed for this long (other
     /// nodes may still be re-subscribing); the outbox broadcasts them again afterwards.
     pub redis_recovery_window: Duration,
-    /// The namespace the `chat` dialect is mounted on.
-    pub chat_namespace: String,
-    pub chat_rate_limit: u32,
-    pub chat_rate_window: Duration,
-    pub chat_typing_ttl: Duration,
+    /// Which dialect serves which namespace (`SWITCHBOARD_DIALECTS=name=/ns,…`), checked when
+    /// the dialects are built; empty: every dialect on its default namespace. Each dialect
+    /// reads its own settings (`crate::dialect`).
+    pub dialects: Vec<(String, String)>,
     pub max_rooms_per_socket: usize,
     /// Hard cap of one Engine.IO packet; dialects enforce their own, smaller, limits below it.
     pub max_payload_bytes: u64,
@@ -76,7 +75,21 @@ pub struct Config {
     pub authz_cache_ttl: Duration,
 }
 
-fn ms(name: &str, default: u64) -> anyhow::Result<Duration> {
+/// `name=/namespace` pairs, comma-separated.
+fn mounts(s: &str) -> anyhow::Result<Vec<(String, String)>> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (name, ns) = p
+                .split_once('=')
+                .with_context(|| format!("SWITCHBOARD_DIALECTS: {p:?} is not name=/namespace"))?;
+            Ok((name.trim().to_string(), ns.trim().to_string()))
+        })
+        .collect()
+}
+
+pub(crate) fn ms(name: &str, default: u64) -> anyhow::Result<Duration> {
     Ok(Duration::from_millis(env_or(name, default)?))
 }
 
@@ -139,10 +152,7 @@ impl Config {
             outbox_redeliver_after: ms("OUTBOX_REDELIVER_AFTER_MS", 3_000)?,
             outbox_sweep_interval: ms("OUTBOX_SWEEP_MS", 1_000)?,
             redis_recovery_window: ms("REDIS_RECOVERY_MS", 5_000)?,
-            chat_namespace: env_or("CHAT_NAMESPACE", "/".to_string())?,
-            chat_rate_limit: env_or("CHAT_RATE_LIMIT", 10)?,
-            chat_rate_window: ms("CHAT_RATE_WINDOW_MS", 10_000)?,
-            chat_typing_ttl: ms("CHAT_TYPING_TTL_MS", 3_000)?,
+            dialects: mounts(&env_or("DIALECTS", String::new())?)?,
             max_rooms_per_socket: env_or("MAX_ROOMS_PER_SOCKET", 200)?,
             max_payload_bytes: env_or("MAX_PAYLOAD_BYTES", 1_048_576)?,
             ws_read_buffer_bytes: env_or("WS_READ_BUFFER_BYTES", 1_024)?,
@@ -163,18 +173,6 @@ impl Config {
         ensure(
             !self.session_secrets.is_empty(),
             "SWITCHBOARD_SESSION_SECRET must not be empty",
-        )?;
-        ensure(
-            self.chat_namespace.starts_with('/'),
-            "SWITCHBOARD_CHAT_NAMESPACE must start with '/'",
-        )?;
-        ensure(
-            self.chat_rate_limit > 0,
-            "SWITCHBOARD_CHAT_RATE_LIMIT must be positive",
-        )?;
-        ensure(
-            !self.chat_rate_window.is_zero(),
-            "SWITCHBOARD_CHAT_RATE_WINDOW_MS must be positive",
         )?;
         ensure(
             !self.presence_refresh.is_zero(),

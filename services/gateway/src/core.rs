@@ -5,52 +5,24 @@
 use std::sync::Arc;
 
 use fred::{interfaces::PubsubInterface, prelude::Client, types::scripts::Script};
-use switchboard_common::{DomainError, ErrorCode};
+use switchboard_common::{DomainError, ErrorCode, RoomKey};
 use switchboard_proto::{common as pc, membership as pm, messages as pmsg, presence as pp};
 
-use crate::authz::AuthzCache;
-use crate::{clients::Clients, config::Config, fanout::Fanout, send_forwarder::SendForwarder};
+use crate::{
+    authz::AuthzCache,
+    clients::Clients,
+    config::Config,
+    dialect::Mount,
+    fanout::{Adapter, Fanout},
+    send_forwarder::SendForwarder,
+};
 
-/// A room: its kind and the application's id for it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RoomKey {
-    pub kind: String,
-    pub id: String,
-}
+pub use switchboard_common::room::user_room;
 
-impl RoomKey {
-    pub fn new(kind: impl Into<String>, id: impl Into<String>) -> Self {
-        Self {
-            kind: kind.into(),
-            id: id.into(),
-        }
-    }
-    /// The Socket.IO room of this room, the same in every dialect: `<kind>:<id>`.
-    pub fn socket_room(&self) -> String {
-        format!("{}:{}", self.kind, self.id)
-    }
-    pub fn to_proto(&self) -> pc::RoomRef {
-        pc::RoomRef {
-            kind: self.kind.clone(),
-            id: self.id.clone(),
-        }
-    }
-}
-
-impl TryFrom<Option<pc::RoomRef>> for RoomKey {
-    type Error = DomainError;
-    fn try_from(r: Option<pc::RoomRef>) -> Result<Self, DomainError> {
-        let r = r.ok_or_else(|| DomainError::internal("service answered without a room"))?;
-        Ok(RoomKey {
-            kind: r.kind,
-            id: r.id,
-        })
-    }
-}
-
-/// The personal room of a user.
-pub fn user_room(user_id: &str) -> String {
-    format!("user:{user_id}")
+/// A room from a service's answer (the service validated it when it was stored).
+fn room_of(r: Option<pc::RoomRef>) -> Result<RoomKey, DomainError> {
+    let r = r.ok_or_else(|| DomainError::internal("service answered without a room"))?;
+    Ok(RoomKey::new(r.kind, r.id))
 }
 
 /// The room every socket of one session joins, so revoking the session reaches them.
@@ -133,7 +105,7 @@ impl TryFrom<pmsg::Message> for Message {
     fn try_from(m: pmsg::Message) -> Result<Self, DomainError> {
         Ok(Message {
             id: m.id,
-            room: RoomKey::try_from(m.room)?,
+            room: room_of(m.room)?,
             seq: m.seq,
             sender_id: m.sender_id,
             kind: m.r#type,
@@ -178,11 +150,8 @@ impl TryFrom<pm::RoomDetail> for RoomInfo {
             .room
             .ok_or_else(|| DomainError::internal("room detail without room"))?;
         Ok(RoomInfo {
-            room: RoomKey::try_from(r.room)?,
-            parent: r.parent.map(|p| RoomKey {
-                kind: p.kind,
-                id: p.id,
-            }),
+            room: room_of(r.room)?,
+            parent: r.parent.map(|p| RoomKey::new(p.kind, p.id)),
             title: r.title,
             kind_type: r.r#type,
             created_by: r.created_by,
@@ -219,6 +188,74 @@ pub struct SendCommand {
     pub content: String,
     pub client_id: Option<String>,
     pub reply_to_id: Option<i64>,
+    /// The socket that sent it, when a socket did (not the integration API).
+    pub origin: Option<Origin>,
+}
+
+/// The socket an event came from (some contracts leave it out of the broadcast).
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub namespace: String,
+    pub socket: socketioxide::socket::Sid,
+}
+
+/// Something that happened, for every mounted dialect to render in its own contract. Room
+/// events reach the dialects whose room kinds include the room's; the others name their
+/// namespace.
+#[derive(Debug)]
+pub enum CoreEvent<'a> {
+    /// A stored message was created, edited or deleted.
+    Message {
+        event: MessageEvent,
+        message: &'a Message,
+        origin: Option<&'a Origin>,
+    },
+    /// A room's metadata or membership changed; `removed` lost their membership.
+    RoomChanged {
+        room: &'a RoomInfo,
+        removed: Option<&'a str>,
+    },
+    /// A user became (`joined`) or stopped being a direct member of a room.
+    MemberChanged {
+        room: &'a RoomInfo,
+        user_id: &'a str,
+        joined: bool,
+    },
+    /// A user came online or went offline in a namespace; every node emits it to its own sockets.
+    Presence {
+        user_id: &'a str,
+        online: bool,
+        at_ms: i64,
+    },
+    /// A socket asked for its user's presence to be announced (a heartbeat).
+    PresenceHeartbeat { user_id: &'a str },
+    /// Typing started or stopped in a room; `local`: every node handles it for its own sockets.
+    Typing {
+        room: &'a RoomKey,
+        user_id: &'a str,
+        typing: bool,
+        local: bool,
+    },
+    /// A user's read cursor moved forward in a room.
+    Receipt {
+        room: &'a RoomKey,
+        user_id: &'a str,
+        message_id: i64,
+        read_at_ms: i64,
+    },
+}
+
+impl CoreEvent<'_> {
+    /// The room this event is about, for room events.
+    fn room_kind(&self) -> Option<&str> {
+        match self {
+            CoreEvent::Message { message, .. } => Some(&message.room.kind),
+            CoreEvent::RoomChanged { room, .. } | CoreEvent::MemberChanged { room, .. } => {
+                Some(&room.room.kind)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A sliding-window limit: `limit` sends per `window` per user, across the cluster.
@@ -272,6 +309,7 @@ pub fn authz_channel(redis_prefix: &str) -> String {
 pub struct Core {
     pub clients: Clients,
     pub fanout: Arc<Fanout>,
+    mounts: Vec<Mount>,
     redis: Client,
     rate_script: Script,
     config: Arc<Config>,
@@ -282,7 +320,13 @@ pub struct Core {
 
 impl Core {
     /// Needs a Tokio runtime: it starts the delivery-confirmation batcher.
-    pub fn new(clients: Clients, fanout: Arc<Fanout>, redis: Client, config: Arc<Config>) -> Self {
+    pub(crate) fn new(
+        clients: Clients,
+        fanout: Arc<Fanout>,
+        mounts: Vec<Mount>,
+        redis: Client,
+        config: Arc<Config>,
+    ) -> Self {
         let (confirmations, rx) = tokio::sync::mpsc::channel(10_000);
         tokio::spawn(confirm_deliveries(clients.clone(), rx));
         let sends = SendForwarder::start(clients.clone(), config.sends_in_flight);
@@ -290,6 +334,7 @@ impl Core {
             sends,
             clients,
             fanout,
+            mounts,
             redis,
             rate_script: Script::from_lua(RATE_LUA),
             authz: AuthzCache::new(config.authz_cache_ttl),
@@ -300,6 +345,52 @@ impl Core {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The mounted dialects.
+    pub(crate) fn mounts(&self) -> &[Mount] {
+        &self.mounts
+    }
+
+    /// Lets every dialect concerned render `event` (those mounted on `namespace`, or for room
+    /// events those whose room kinds include the room's) and emits what they render. Answers
+    /// false when a publish failed (Redis away).
+    pub async fn publish(&self, namespace: Option<&str>, event: CoreEvent<'_>) -> bool {
+        let kind = event.room_kind();
+        let mut ok = true;
+        for m in &self.mounts {
+            if namespace.is_some_and(|n| n != m.namespace) {
+                continue;
+            }
+            if kind.is_some_and(|k| !m.dialect.room_kinds().contains(&k)) {
+                continue;
+            }
+            for e in m.dialect.render(self, &m.namespace, &event).await {
+                ok &= self.fanout.emit(e).await;
+            }
+        }
+        ok
+    }
+
+    /// Disconnects every socket in a socket room (a user's, a session's) in every namespace,
+    /// cluster-wide, after each dialect's notice (when its contract has one).
+    pub async fn disconnect_room(&self, room: String, reason: &str) -> bool {
+        let mut ok = true;
+        for m in &self.mounts {
+            if let Some(notice) = m.dialect.disconnect_notice(reason) {
+                ok &= self
+                    .fanout
+                    .emit(crate::fanout::Emission::new(
+                        &m.namespace,
+                        vec![room.clone()],
+                        notice.event,
+                        notice.data,
+                    ))
+                    .await;
+            }
+            ok &= self.fanout.disconnect(&m.namespace, room.clone()).await;
+        }
+        ok
     }
 
     pub async fn authorize(
@@ -342,18 +433,69 @@ impl Core {
     }
 
     /// Fails with FORBIDDEN unless allowed. A room that does not exist is FORBIDDEN too:
-    /// existence is not revealed to users.
+    /// existence is not revealed to users (the rule unless a contract documents otherwise).
     pub async fn require(
         &self,
         user_id: &str,
         room: &RoomKey,
         action: Action,
     ) -> Result<(), DomainError> {
-        if self.allowed(user_id, room, action).await? {
-            Ok(())
-        } else {
-            Err(DomainError::forbidden())
+        match self.check(user_id, room, action).await {
+            Err(e) if e.code == ErrorCode::NotFound => Err(DomainError::forbidden()),
+            other => other,
         }
+    }
+
+    /// Like [`Core::require`], but a room that does not exist is NOT_FOUND: for contracts that
+    /// document a not-found error for a kind of room.
+    pub async fn check(
+        &self,
+        user_id: &str,
+        room: &RoomKey,
+        action: Action,
+    ) -> Result<(), DomainError> {
+        if self.authz.is_allowed(user_id, room, action) {
+            return Ok(());
+        }
+        let d = self.authorize(user_id, room, action).await?;
+        if !d.room_exists {
+            return Err(DomainError::not_found("Room not found"));
+        }
+        if !d.allowed {
+            return Err(DomainError::forbidden());
+        }
+        self.authz.remember_allowed(user_id, room, action);
+        Ok(())
+    }
+
+    /// Joins a socket to a room: the user must be allowed to join (a room that does not exist
+    /// is FORBIDDEN), a room already joined is not counted again, and a socket holds at most
+    /// `SWITCHBOARD_MAX_ROOMS_PER_SOCKET` rooms.
+    pub async fn join(
+        &self,
+        socket: &socketioxide::extract::SocketRef<Adapter>,
+        user_id: &str,
+        room: &RoomKey,
+    ) -> Result<(), DomainError> {
+        self.require(user_id, room, Action::Join).await?;
+        self.join_checked(socket, room)
+    }
+
+    /// The rooms-per-socket cap and the already-joined check, for a join already authorized.
+    pub fn join_checked(
+        &self,
+        socket: &socketioxide::extract::SocketRef<Adapter>,
+        room: &RoomKey,
+    ) -> Result<(), DomainError> {
+        let name = room.socket_room();
+        let rooms = socket.rooms();
+        if !rooms.iter().any(|r| r == &name) {
+            if rooms.len() >= self.config.max_rooms_per_socket {
+                return Err(DomainError::validation("Too many rooms joined"));
+            }
+            socket.join(name);
+        }
+        Ok(())
     }
 
     /// After a change that may take a permission away from `user_id` ([`crate::authz::EVERYONE`] for
@@ -390,6 +532,7 @@ impl Core {
             );
             self.check_rate(rule, &cmd.sender_id, &member).await?;
         }
+        let origin = cmd.origin;
         let req = pmsg::SendRequest {
             room: Some(cmd.room.to_proto()),
             sender_id: cmd.sender_id,
@@ -405,8 +548,13 @@ impl Core {
         let resp = self.sends.send(req).await?;
         let message = Message::try_from(resp.message)?;
         if resp.created {
-            self.broadcast_and_confirm(MessageEvent::New, &message, resp.outbox_id)
-                .await;
+            self.broadcast_and_confirm(
+                MessageEvent::New,
+                &message,
+                resp.outbox_id,
+                origin.as_ref(),
+            )
+            .await;
         }
         Ok(Sent {
             message,
@@ -422,8 +570,19 @@ impl Core {
         event: MessageEvent,
         message: &Message,
         outbox_id: i64,
+        origin: Option<&Origin>,
     ) {
-        if self.fanout.message(event, message).await
+        let published = self
+            .publish(
+                None,
+                CoreEvent::Message {
+                    event,
+                    message,
+                    origin,
+                },
+            )
+            .await;
+        if published
             && outbox_id > 0
             && self.fanout.may_confirm()
             && self.confirmations.send(outbox_id).await.is_err()
@@ -518,15 +677,17 @@ impl Core {
             }
         };
         let message = Message::try_from(change.message)?;
-        self.broadcast_and_confirm(event, &message, change.outbox_id)
+        self.broadcast_and_confirm(event, &message, change.outbox_id, None)
             .await;
         Ok(message)
     }
 
-    /// Moves the user's read cursor forward (never back).
+    /// Moves the user's read cursor forward (never back) and, when it moved, broadcasts the
+    /// receipt in `namespace`.
     /// `message_id` None: the client named no valid id, so no message of the room (NOT_FOUND).
     pub async fn mark_read(
         &self,
+        namespace: &str,
         user_id: &str,
         room: &RoomKey,
         message_id: Option<i64>,
@@ -546,6 +707,15 @@ impl Core {
                 self.clients.messages.clone().mark_read(req),
             )
             .await?;
+        if r.moved {
+            let event = CoreEvent::Receipt {
+                room,
+                user_id,
+                message_id: r.message_id,
+                read_at_ms: r.read_at_ms,
+            };
+            self.publish(Some(namespace), event).await;
+        }
         Ok(ReadResult {
             moved: r.moved,
             message_id: r.message_id,
@@ -643,8 +813,10 @@ impl Core {
         RoomInfo::try_from(d)
     }
 
-    /// Starts or stops typing. Answers whether anything changed (a repeated start does not);
-    /// a user who may not type in the room is ignored (Ok(false)), as the contracts ask.
+    /// Starts or stops typing and, when that changed anything (a repeated start does not),
+    /// broadcasts it. A user who may not type there is FORBIDDEN, a room that does not exist
+    /// NOT_FOUND (contracts that hide existence render both alike). `ttl_ms`: how long a start
+    /// lasts without another (0: the presence service's default).
     pub async fn typing(
         &self,
         namespace: &str,
@@ -652,10 +824,8 @@ impl Core {
         room: &RoomKey,
         typing: bool,
         ttl_ms: i64,
-    ) -> Result<bool, DomainError> {
-        if !self.allowed(user_id, room, Action::Typing).await? {
-            return Ok(false);
-        }
+    ) -> Result<(), DomainError> {
+        self.check(user_id, room, Action::Typing).await?;
         let req = pp::TypingRequest {
             namespace: namespace.to_string(),
             room_kind: room.kind.clone(),
@@ -672,7 +842,71 @@ impl Core {
                 self.clients.presence.clone().typing(req),
             )
             .await?;
-        Ok(r.changed)
+        if r.changed {
+            let event = CoreEvent::Typing {
+                room,
+                user_id,
+                typing,
+                local: false,
+            };
+            self.publish(Some(namespace), event).await;
+        }
+        Ok(())
+    }
+
+    /// A user by id (NOT_FOUND when the application never described them).
+    pub async fn user(&self, user_id: &str) -> Result<pm::User, DomainError> {
+        let req = pm::GetUserRequest {
+            id: user_id.to_string(),
+        };
+        self.clients
+            .call(
+                "membership",
+                "GetUser",
+                self.clients.membership.clone().get_user(req),
+            )
+            .await
+    }
+
+    /// The rooms of `kind` where `user_id` is a direct member.
+    pub async fn user_rooms(&self, user_id: &str, kind: &str) -> Result<Vec<RoomKey>, DomainError> {
+        let req = pm::ListUserRoomsRequest {
+            user_id: user_id.to_string(),
+            kind: kind.to_string(),
+        };
+        let r = self
+            .clients
+            .call(
+                "membership",
+                "ListUserRooms",
+                self.clients.membership.clone().list_user_rooms(req),
+            )
+            .await?;
+        Ok(r.rooms
+            .into_iter()
+            .map(|r| RoomKey::new(r.kind, r.id))
+            .collect())
+    }
+
+    /// The presence of `user_ids` in `namespace`, with each user's sockets.
+    pub async fn presence_of(
+        &self,
+        namespace: &str,
+        user_ids: Vec<String>,
+    ) -> Result<Vec<pp::UserPresence>, DomainError> {
+        let req = pp::GetPresenceRequest {
+            namespace: namespace.to_string(),
+            user_ids,
+        };
+        let r = self
+            .clients
+            .call(
+                "presence",
+                "GetPresence",
+                self.clients.presence.clone().get_presence(req),
+            )
+            .await?;
+        Ok(r.users)
     }
 
     /// The users who share a room with `user_id` (remembered for a while, see [`crate::authz`]).

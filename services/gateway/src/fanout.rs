@@ -1,20 +1,18 @@
-//! Delivery of core events to sockets on every node. Dialects render each core event into
-//! zero or more emissions (their namespace, rooms and payload); this module emits them through
-//! the Redis adapter, or locally when every node handles the event itself (presence and typing
-//! expiries, which every node receives from Redis already).
+//! Delivery to sockets on every node: emits what dialects render from core events (their
+//! namespace, rooms and payload) through the Redis adapter, or locally when every node handles
+//! the event itself (presence and typing expiries, which every node receives from Redis
+//! already), plus raw publishes, room removals and disconnects in every mounted namespace.
 
 use std::sync::{
     Arc,
     atomic::{AtomicI64, Ordering},
 };
 
-use socketioxide::SocketIo;
+use socketioxide::{SocketIo, socket::Sid};
 
-use crate::{
-    core::{Message, MessageEvent, RoomInfo, RoomKey},
-    dialect::chat::ChatRender,
-    metrics::Metrics,
-};
+use switchboard_common::RoomKey;
+
+use crate::metrics::Metrics;
 
 /// The Socket.IO adapter of every gateway node: Redis pub/sub through fred.
 pub type Adapter = socketioxide_redis::FredAdapter<socketioxide::adapter::Emitter>;
@@ -29,12 +27,38 @@ pub struct Emission {
     pub data: serde_json::Value,
     /// Only this node's sockets (the event reaches every node by other means).
     pub local: bool,
+    /// Leave out this socket (of this node), e.g. the one that sent the message.
+    pub except_socket: Option<Sid>,
+    /// Every socket of the namespace (`rooms` is then ignored).
+    pub everyone: bool,
+}
+
+impl Emission {
+    /// To every socket of `rooms` in `namespace`, on every node.
+    pub fn new(
+        namespace: &str,
+        rooms: Vec<String>,
+        event: &'static str,
+        data: serde_json::Value,
+    ) -> Self {
+        Emission {
+            namespace: namespace.to_string(),
+            rooms,
+            except: vec![],
+            event,
+            data,
+            local: false,
+            except_socket: None,
+            everyone: false,
+        }
+    }
 }
 
 pub struct Fanout {
     io: SocketIo<Adapter>,
     metrics: Arc<Metrics>,
-    chat: Option<ChatRender>,
+    /// The namespaces of the mounted dialects.
+    namespaces: Vec<String>,
     /// Until when (epoch ms) a successful publish proves nothing: Redis pub/sub delivers only to
     /// nodes subscribed at that instant, and after a Redis restart the other nodes may not have
     /// re-subscribed yet. Deliveries in that window are left unconfirmed, so the outbox
@@ -43,11 +67,11 @@ pub struct Fanout {
 }
 
 impl Fanout {
-    pub fn new(io: SocketIo<Adapter>, metrics: Arc<Metrics>, chat: Option<ChatRender>) -> Self {
+    pub fn new(io: SocketIo<Adapter>, metrics: Arc<Metrics>, namespaces: Vec<String>) -> Self {
         Self {
             io,
             metrics,
-            chat,
+            namespaces,
             recovering_until_ms: AtomicI64::new(0),
         }
     }
@@ -73,19 +97,24 @@ impl Fanout {
 
     /// The namespaces of every mounted dialect.
     pub fn namespaces(&self) -> Vec<String> {
-        self.chat.iter().map(|c| c.namespace.clone()).collect()
+        self.namespaces.clone()
     }
 
     /// Emits; answers false when the adapter could not publish (Redis away).
     pub async fn emit(&self, e: Emission) -> bool {
         // No rooms means nobody; Socket.IO would read it as "every socket".
-        if e.rooms.is_empty() {
+        if e.rooms.is_empty() && !e.everyone {
             return true;
         }
         let Some(op) = self.io.of(&e.namespace) else {
             return true;
         };
-        let mut op = op.within(e.rooms);
+        // A socket's own broadcast operator leaves that socket out, on every node.
+        let op = match e.except_socket.and_then(|sid| op.get_socket(sid)) {
+            Some(socket) => socket.broadcast(),
+            None => op,
+        };
+        let mut op = if e.everyone { op } else { op.within(e.rooms) };
         if !e.except.is_empty() {
             op = op.except(e.except);
         }
@@ -102,82 +131,6 @@ impl Fanout {
                 false
             }
         }
-    }
-
-    /// Lets every dialect mounted on `namespace` (or every dialect, for None) render the event,
-    /// and emits what they render. Answers false when a publish failed.
-    async fn render_and_emit(
-        &self,
-        namespace: Option<&str>,
-        render: impl Fn(&ChatRender) -> Option<Emission>,
-    ) -> bool {
-        let emissions: Vec<Emission> = self
-            .chat
-            .iter()
-            .filter(|c| namespace.is_none_or(|n| c.namespace == n))
-            .filter_map(render)
-            .collect();
-        let mut ok = true;
-        for e in emissions {
-            ok &= self.emit(e).await;
-        }
-        ok
-    }
-
-    /// A stored message was created, edited or deleted.
-    pub async fn message(&self, event: MessageEvent, message: &Message) -> bool {
-        self.render_and_emit(None, |c| c.message(event, message))
-            .await
-    }
-
-    /// A room's metadata or membership changed; `removed` lost their membership.
-    pub async fn room_changed(&self, room: &RoomInfo, removed: Option<&str>) -> bool {
-        self.render_and_emit(None, |c| c.room_changed(room, removed))
-            .await
-    }
-
-    /// A user came online or went offline in `namespace`; emitted by every node to its own
-    /// sockets of the user's contacts.
-    pub async fn presence(
-        &self,
-        namespace: &str,
-        user_id: &str,
-        online: bool,
-        at_ms: i64,
-        contacts: &[String],
-    ) {
-        self.render_and_emit(Some(namespace), |c| {
-            Some(c.presence(user_id, online, at_ms, contacts))
-        })
-        .await;
-    }
-
-    /// Typing started or stopped in a room.
-    pub async fn typing(
-        &self,
-        namespace: &str,
-        room: &RoomKey,
-        user_id: &str,
-        typing: bool,
-        local: bool,
-    ) {
-        self.render_and_emit(Some(namespace), |c| c.typing(room, user_id, typing, local))
-            .await;
-    }
-
-    /// A user's read cursor moved forward in a room.
-    pub async fn receipt(
-        &self,
-        namespace: &str,
-        room: &RoomKey,
-        user_id: &str,
-        message_id: i64,
-        read_at_ms: i64,
-    ) {
-        self.render_and_emit(Some(namespace), |c| {
-            c.receipt(room, user_id, message_id, read_at_ms)
-        })
-        .await;
     }
 
     /// Removes the user's sockets from rooms, on every node and in every namespace.
@@ -221,17 +174,14 @@ impl Fanout {
         ok
     }
 
-    /// Disconnects every socket in a room (a user's, a session's), cluster-wide.
-    pub async fn disconnect_room(&self, room: String) -> bool {
-        let mut ok = true;
-        for ns in self.namespaces() {
-            if let Some(op) = self.io.of(&ns)
-                && let Err(e) = op.within(room.clone()).disconnect().await
-            {
-                tracing::warn!(error = %e, "disconnect failed");
-                ok = false;
-            }
+    /// Disconnects every socket of `room` in `namespace`, cluster-wide.
+    pub async fn disconnect(&self, namespace: &str, room: String) -> bool {
+        if let Some(op) = self.io.of(namespace)
+            && let Err(e) = op.within(room).disconnect().await
+        {
+            tracing::warn!(error = %e, "disconnect failed");
+            return false;
         }
-        ok
+        true
     }
 }

@@ -4,19 +4,20 @@
 //! Any node can die: clients reconnect to another, stored messages are redelivered from the
 //! outbox, and presence expires by TTL.
 
-pub mod auth;
-pub mod authz;
-pub mod background;
-pub mod clients;
+pub(crate) mod auth;
+pub(crate) mod authz;
+pub(crate) mod background;
+pub(crate) mod clients;
 pub mod config;
-pub mod core;
-pub mod dialect;
-pub mod fanout;
-pub mod head;
-pub mod http;
-pub mod metrics;
-pub mod redis;
-pub mod send_forwarder;
+pub(crate) mod core;
+pub(crate) mod dialect;
+pub(crate) mod events;
+pub(crate) mod fanout;
+pub(crate) mod head;
+pub(crate) mod http;
+pub(crate) mod metrics;
+pub(crate) mod redis;
+pub(crate) mod send_forwarder;
 
 use std::{
     collections::HashMap,
@@ -39,10 +40,10 @@ use tokio::net::TcpListener;
 
 pub use crate::config::Config;
 use crate::{
-    auth::{AuthFailure, Authenticator, Identity},
+    auth::{AuthFailure, Authenticator, Credentials, Identity},
     clients::Clients,
     core::{Core, session_room, user_room},
-    dialect::chat::{self, ChatRender},
+    dialect::Mount,
     fanout::{Adapter, Fanout},
     metrics::Metrics,
 };
@@ -100,11 +101,12 @@ impl Gateway {
         }
     }
 
-    /// Handshake authentication shared by every dialect.
+    /// Handshake authentication shared by every dialect, with the credentials it accepts.
     async fn authenticate(
         &self,
         s: &SocketRef<Adapter>,
         auth: Option<Value>,
+        accepted: Credentials,
     ) -> Result<Identity, AuthFailure> {
         let parts = s.req_parts();
         let auth_token = auth
@@ -126,6 +128,7 @@ impl Gateway {
         };
         self.auth
             .authenticate(
+                accepted,
                 auth_token,
                 query_token.as_deref(),
                 header(::http::header::COOKIE),
@@ -140,15 +143,16 @@ impl Gateway {
     /// a quick close finds no disconnect hook (which would leave a ghost socket online).
     async fn on_authenticated(
         self: &Arc<Self>,
-        namespace: &str,
+        mount: &Mount,
         s: &SocketRef<Adapter>,
         identity: &Identity,
     ) {
+        let namespace = mount.namespace.as_str();
         s.join(user_room(&identity.user_id));
         if let Some(sid) = &identity.session_id {
             s.join(session_room(sid));
         }
-        chat::register(self, s, &identity.user_id);
+        events::register(self, s, &identity.user_id, mount);
         self.metrics.connections.inc();
         self.sockets.lock().expect("socket registry").insert(
             s.id.to_string(),
@@ -248,32 +252,59 @@ impl Gateway {
 }
 
 /// Mounts a dialect's namespace with the shared handshake in front of it.
-async fn mount_chat(gw: &Arc<Gateway>, io: &SocketIo<Adapter>) -> anyhow::Result<()> {
-    let namespace = gw.config.chat_namespace.clone();
+async fn mount_dialect(
+    gw: &Arc<Gateway>,
+    io: &SocketIo<Adapter>,
+    mount: Mount,
+) -> anyhow::Result<()> {
+    let namespace = mount.namespace.clone();
     let auth_gw = gw.clone();
-    let auth_ns = namespace.clone();
+    let auth_mount = mount.clone();
     let middleware = move |s: SocketRef<Adapter>, TryData(auth): TryData<Value>| {
         let gw = auth_gw.clone();
-        let ns = auth_ns.clone();
+        let mount = auth_mount.clone();
         async move {
+            let dialect = &mount.dialect;
             if gw.is_draining() {
-                return Err(HandshakeRefused("UNAUTHORIZED"));
+                return Err(HandshakeRefused(dialect.refusal(AuthFailure::Unavailable)));
             }
-            match gw.authenticate(&s, auth.ok()).await {
+            match gw.authenticate(&s, auth.ok(), dialect.credentials()).await {
                 Ok(identity) => {
-                    gw.on_authenticated(&ns, &s, &identity).await;
+                    gw.on_authenticated(&mount, &s, &identity).await;
                     Ok(())
                 }
                 Err(why) => {
-                    tracing::info!(?why, "handshake refused");
-                    gw.metrics.error("UNAUTHORIZED");
-                    Err(HandshakeRefused("UNAUTHORIZED"))
+                    tracing::info!(?why, dialect = dialect.name(), "handshake refused");
+                    let code = dialect.refusal(why);
+                    gw.metrics.error(code);
+                    Err(HandshakeRefused(code))
                 }
             }
         }
     };
-    // Everything happens in the middleware, before the client hears `connect`.
-    let on_connect = async |_: SocketRef<Adapter>| {};
+    // Everything else happens in the middleware, before the client hears `connect`; what the
+    // contract says right after connecting is sent once it has.
+    let connect_gw = gw.clone();
+    let on_connect = move |s: SocketRef<Adapter>| {
+        let dialect = mount.dialect.clone();
+        let gw = connect_gw.clone();
+        async move {
+            let user = gw
+                .sockets
+                .lock()
+                .expect("socket registry")
+                .get(&s.id.to_string())
+                .map(|e| e.user_id.clone());
+            let Some(user) = user else {
+                return;
+            };
+            for e in dialect.connected(&user) {
+                if let Err(err) = s.emit(e.event, &e.data) {
+                    tracing::debug!(error = %err, event = e.event, "connect notice not sent");
+                }
+            }
+        }
+    };
     io.ns(namespace, on_connect.with(middleware)).await?;
     Ok(())
 }
@@ -305,12 +336,17 @@ pub async fn run(
         .with_adapter::<Adapter>(adapter)
         .build_layer();
 
-    let chat_render = ChatRender {
-        namespace: config.chat_namespace.clone(),
-    };
-    let fanout = Arc::new(Fanout::new(io.clone(), metrics.clone(), Some(chat_render)));
+    let mounts = dialect::mount(&config.dialects)?;
+    let namespaces = mounts.iter().map(|m| m.namespace.clone()).collect();
+    let fanout = Arc::new(Fanout::new(io.clone(), metrics.clone(), namespaces));
     let clients = Clients::new(&config, metrics.clone())?;
-    let core = Core::new(clients, fanout, redis_client.clone(), config.clone());
+    let core = Core::new(
+        clients,
+        fanout,
+        mounts.clone(),
+        redis_client.clone(),
+        config.clone(),
+    );
     let auth = Authenticator::new(&config, redis_client.clone())?;
     let gw = Arc::new(Gateway {
         config: config.clone(),
@@ -322,7 +358,10 @@ pub async fn run(
         sockets: Mutex::new(HashMap::new()),
         background_calls: tokio::sync::Semaphore::new(BACKGROUND_CALLS_IN_FLIGHT),
     });
-    mount_chat(&gw, &io).await?;
+    for m in mounts {
+        tracing::info!(dialect = m.dialect.name(), namespace = %m.namespace, "dialect mounted");
+        mount_dialect(&gw, &io, m).await?;
+    }
     // Now that the adapter has subscribed its channels, re-subscribe them after every reconnect.
     let recovering = gw.core.fanout.clone();
     let window = config.redis_recovery_window;

@@ -1,5 +1,7 @@
-//! The `chat` (002) contract, end to end: the real npm `socket.io-client` (the JS suite in
-//! `tests/contract/`) against two gateway nodes of one cluster, every part a separate process.
+//! The client contracts, end to end: the real npm `socket.io-client` (the JS suites in
+//! `tests/contract/<dialect>/`) against two gateway nodes of one cluster, every part a separate
+//! process, every dialect mounted at once (`chat` on `/`, `app` on `/ws/app`, `guild` on
+//! `/guild`). One test function per contract document, so a failure names its contract.
 //!
 //! Needs the workspace binaries (`cargo build --workspace --bins`), `npm ci` in
 //! `tests/contract/`, Postgres (`SWITCHBOARD_TEST_DATABASE_URL`), `redis-server`
@@ -10,15 +12,37 @@ mod support;
 
 use support::{Cluster, suite_files};
 
-fn is_fault_suite(name: &str) -> bool {
-    name.starts_with("fault-")
+fn every(_: &str) -> bool {
+    true
 }
 
-/// Every contract file except the fault-injection ones, against one cluster.
+/// `chat` (002, `../shared/contracts/002_*.txt`) on `/`.
 #[test]
-fn chat_contract() {
-    let cluster = Cluster::start("chat_contract");
-    cluster.run_suite(&suite_files(|name| !is_fault_suite(name)));
+fn chat_contract_002() {
+    let cluster = Cluster::start("chat_contract_002");
+    cluster.run_suite(&suite_files("chat", every));
+}
+
+/// `app` (001) on `/ws/app`.
+#[test]
+fn app_contract_001() {
+    let cluster = Cluster::start("app_contract_001");
+    cluster.run_suite(&suite_files("app", every));
+}
+
+/// `guild` (000) on `/guild`.
+#[test]
+fn guild_contract_000() {
+    let cluster = Cluster::start("guild_contract_000");
+    cluster.run_suite(&suite_files("guild", every));
+}
+
+/// Clients of every mounted dialect against one cluster at once: each gets only its own
+/// contract's events; user events, disconnects and revocations reach every namespace.
+#[test]
+fn dialects_together() {
+    let cluster = Cluster::start("dialects_together");
+    cluster.run_suite(&suite_files("all", every));
 }
 
 /// A gateway node is `SIGKILL`ed mid-traffic: no acknowledged message is lost or duplicated,
@@ -26,7 +50,7 @@ fn chat_contract() {
 #[test]
 fn fault_gateway_node_killed() {
     let cluster = Cluster::start("fault_gateway_node_killed");
-    cluster.run_suite(&suite_files(|name| name == "fault-node-kill.test.mjs"));
+    cluster.run_suite(&suite_files("faults", |name| name == "fault-node-kill.test.mjs"));
 }
 
 /// Redis is restarted under both nodes: delivery between the nodes comes back both ways, and
@@ -34,7 +58,9 @@ fn fault_gateway_node_killed() {
 #[test]
 fn fault_redis_restart() {
     let cluster = Cluster::start("fault_redis_restart");
-    cluster.run_suite(&suite_files(|name| name == "fault-redis-restart.test.mjs"));
+    cluster.run_suite(&suite_files("faults", |name| {
+        name == "fault-redis-restart.test.mjs"
+    }));
 }
 
 /// A gateway node gets SIGTERM: it turns unready, hints its sockets to reconnect and closes
@@ -42,5 +68,5 @@ fn fault_redis_restart() {
 #[test]
 fn fault_gateway_node_drained() {
     let cluster = Cluster::start("fault_gateway_node_drained");
-    cluster.run_suite(&suite_files(|name| name == "fault-drain.test.mjs"));
+    cluster.run_suite(&suite_files("faults", |name| name == "fault-drain.test.mjs"));
 }

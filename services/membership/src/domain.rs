@@ -10,31 +10,21 @@
 //! - free-text fields (first/last name, the user's application role, room title and type) are
 //!   stored as given.
 
-use switchboard_common::{DomainError, time_fmt};
-use switchboard_proto::{common, membership as pb};
+use switchboard_common::{
+    DomainError, RoomKey,
+    room::{check_id, exceeds_chars},
+    time_fmt,
+};
+use switchboard_proto::membership as pb;
 use time::OffsetDateTime;
 
 use crate::roles::{MAX_ROLE_LEN, Permission};
-
-/// The longest id or username accepted.
-pub const MAX_ID_LEN: usize = 256;
-
-/// The room kinds Switchboard knows.
-pub const ROOM_KINDS: [&str; 7] = [
-    "server",
-    "channel",
-    "conversation",
-    "chat",
-    "vault",
-    "project",
-    "study",
-];
 
 fn bounded(field: &str, value: String, max: usize) -> Result<String, DomainError> {
     if value.is_empty() {
         return Err(DomainError::validation(format!("{field} is required")));
     }
-    if value.chars().count() > max {
+    if exceeds_chars(&value, max) {
         return Err(DomainError::validation(format!(
             "{field} is longer than {max} characters"
         )));
@@ -42,9 +32,10 @@ fn bounded(field: &str, value: String, max: usize) -> Result<String, DomainError
     Ok(value)
 }
 
-/// Validates an id (or username).
+/// Validates an id (or username): see [`switchboard_common::room::check_id`].
 pub fn id(field: &str, value: String) -> Result<String, DomainError> {
-    bounded(field, value, MAX_ID_LEN)
+    check_id(field, &value)?;
+    Ok(value)
 }
 
 /// Validates a membership role.
@@ -57,51 +48,6 @@ pub fn action(value: &str) -> Result<Permission, DomainError> {
     value
         .parse()
         .map_err(|_| DomainError::validation(format!("unknown action {value:?}")))
-}
-
-/// A room's identity: kind and id, both validated.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RoomKey {
-    pub kind: String,
-    pub id: String,
-}
-
-impl RoomKey {
-    fn parse(field: &str, r: common::RoomRef) -> Result<Self, DomainError> {
-        if !ROOM_KINDS.contains(&r.kind.as_str()) {
-            return Err(DomainError::validation(format!(
-                "{field}.kind must be one of {}",
-                ROOM_KINDS.join(", ")
-            )));
-        }
-        Ok(RoomKey {
-            kind: r.kind,
-            id: id(&format!("{field}.id"), r.id)?,
-        })
-    }
-
-    fn required(field: &str, r: Option<common::RoomRef>) -> Result<Self, DomainError> {
-        match r {
-            Some(r) => Self::parse(field, r),
-            None => Err(DomainError::validation(format!("{field} is required"))),
-        }
-    }
-}
-
-impl TryFrom<common::RoomRef> for RoomKey {
-    type Error = DomainError;
-    fn try_from(r: common::RoomRef) -> Result<Self, DomainError> {
-        Self::parse("room", r)
-    }
-}
-
-impl From<RoomKey> for common::RoomRef {
-    fn from(k: RoomKey) -> Self {
-        common::RoomRef {
-            kind: k.kind,
-            id: k.id,
-        }
-    }
 }
 
 /// A user as the application describes it. `None` fields are kept on update.
@@ -156,7 +102,10 @@ impl TryFrom<pb::UpsertRoomRequest> for RoomUpsert {
     fn try_from(r: pb::UpsertRoomRequest) -> Result<Self, DomainError> {
         Ok(RoomUpsert {
             room: RoomKey::required("room", r.room)?,
-            parent: r.parent.map(|p| RoomKey::parse("parent", p)).transpose()?,
+            parent: r
+                .parent
+                .map(|p| RoomKey::parse("parent", p.kind, p.id))
+                .transpose()?,
             title: r.title,
             room_type: r.r#type,
             created_by: r.created_by.map(|c| id("created_by", c)).transpose()?,
@@ -315,6 +264,7 @@ impl From<Decision> for pb::AuthorizeResponse {
 mod tests {
     use super::*;
     use switchboard_common::ErrorCode;
+    use switchboard_proto::common;
 
     fn rr(kind: &str, id: &str) -> common::RoomRef {
         common::RoomRef {

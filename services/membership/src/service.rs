@@ -1,12 +1,12 @@
 //! The gRPC edge: converts generated types to domain types (validating them), calls the
 //! [`Store`], applies the role table, and converts back.
 
-use switchboard_common::DomainError;
+use switchboard_common::{DomainError, RoomKey};
 use switchboard_proto::{common, membership as pb};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    domain::{self, AuthorizeQuery, Decision, Grant, Revoke, RoomKey, RoomUpsert, Standing, User},
+    domain::{self, AuthorizeQuery, Decision, Grant, Revoke, RoomUpsert, Standing, User},
     roles::{Permission, RoleTable},
     store::Store,
 };
@@ -117,6 +117,23 @@ impl pb::membership_server::Membership for MembershipService {
             .contacts(&user_id)
             .await
             .map(|user_ids| pb::ListContactsResponse { user_ids }))
+    }
+
+    async fn list_user_rooms(
+        &self,
+        request: Request<pb::ListUserRoomsRequest>,
+    ) -> Result<Response<pb::ListUserRoomsResponse>, Status> {
+        let r = request.into_inner();
+        let user_id = domain::id("user_id", r.user_id)?;
+        // Validates the kind the same way as a room's.
+        let kind = RoomKey::parse("room", r.kind, "-")?.kind;
+        ok(self
+            .store
+            .user_rooms(&user_id, &kind)
+            .await
+            .map(|rooms| pb::ListUserRoomsResponse {
+                rooms: rooms.into_iter().map(Into::into).collect(),
+            }))
     }
 }
 

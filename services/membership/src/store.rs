@@ -9,7 +9,9 @@ use sqlx::{PgPool, Postgres, Transaction, postgres::PgDatabaseError};
 use switchboard_common::DomainError;
 use time::OffsetDateTime;
 
-use crate::domain::{Grant, Member, Revoke, Revoked, Room, RoomKey, RoomUpsert, Standing, User};
+use switchboard_common::RoomKey;
+
+use crate::domain::{Grant, Member, Revoke, Revoked, Room, RoomUpsert, Standing, User};
 
 /// How deep a hierarchy walk goes before giving up (a guard, not a product limit).
 pub const MAX_DEPTH: i32 = 1000;
@@ -436,6 +438,23 @@ impl Store {
         .await
         .map_err(db_error)?;
         Ok(rows.into_iter().map(|(u,)| u).collect())
+    }
+
+    /// The rooms of `kind` where `user_id` has a direct membership, by id.
+    pub async fn user_rooms(&self, user_id: &str, kind: &str) -> Result<Vec<RoomKey>, DomainError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT room_id FROM memberships WHERE user_id = $1 AND room_kind = $2
+             ORDER BY room_id COLLATE \"C\"",
+        )
+        .bind(user_id)
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id,)| RoomKey::new(kind, id))
+            .collect())
     }
 }
 

@@ -2,14 +2,14 @@
 //! request shapes happens here (`TryFrom`); the content-length limit, which is configuration,
 //! is applied with [`check_content`].
 
-use switchboard_common::{DomainError, time_fmt::to_ms};
+use switchboard_common::{
+    DomainError, RoomKey,
+    room::{check_client_id, check_id},
+    time_fmt::to_ms,
+};
 use switchboard_proto::{common::RoomRef, messages as pb};
 use time::OffsetDateTime;
 
-/// Longest room kind, room id, sender id or user id, in Unicode code points.
-pub const MAX_ID_CHARS: usize = 256;
-/// Longest `client_id`, in Unicode code points.
-pub const MAX_CLIENT_ID_CHARS: usize = 128;
 /// Longest file name or MIME type, in Unicode code points.
 pub const MAX_FILE_TEXT_CHARS: usize = 1024;
 /// Default and largest `History` page.
@@ -25,19 +25,6 @@ pub const MAX_IDS_PER_CALL: usize = 1000;
 
 fn chars(s: &str) -> usize {
     s.chars().count()
-}
-
-/// A non-empty identifier of at most [`MAX_ID_CHARS`] code points.
-fn check_id(what: &str, s: &str) -> Result<(), DomainError> {
-    if s.is_empty() {
-        return Err(DomainError::validation(format!("{what} is required")));
-    }
-    if chars(s) > MAX_ID_CHARS {
-        return Err(DomainError::validation(format!(
-            "{what} is longer than {MAX_ID_CHARS} characters"
-        )));
-    }
-    Ok(())
 }
 
 fn check_message_id(what: &str, id: i64) -> Result<(), DomainError> {
@@ -65,35 +52,6 @@ pub fn check_content(content: &str, max_chars: usize) -> Result<(), DomainError>
         )));
     }
     Ok(())
-}
-
-/// A room, named by kind and application-chosen id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RoomKey {
-    pub kind: String,
-    pub id: String,
-}
-
-impl TryFrom<Option<RoomRef>> for RoomKey {
-    type Error = DomainError;
-    fn try_from(r: Option<RoomRef>) -> Result<Self, DomainError> {
-        let r = r.ok_or_else(|| DomainError::validation("room is required"))?;
-        check_id("room kind", &r.kind)?;
-        check_id("room id", &r.id)?;
-        Ok(RoomKey {
-            kind: r.kind,
-            id: r.id,
-        })
-    }
-}
-
-impl From<RoomKey> for RoomRef {
-    fn from(r: RoomKey) -> Self {
-        RoomRef {
-            kind: r.kind,
-            id: r.id,
-        }
-    }
 }
 
 /// What a message is.
@@ -145,7 +103,7 @@ impl FileFields {
 
 /// A validated `Send`.
 ///
-/// Rules: room and sender as [`RoomKey`] (non-empty, ≤ 256 code points); type `text`, `image`
+/// Rules: room as [`RoomKey`] and sender as an id (non-empty, ≤ 256 code points); type `text`, `image`
 /// or `file`; a `text` message needs non-empty content; `client_id`, when present, is 1–128
 /// code points; `reply_to_id`, when present, is positive; file fields are refused on `text`
 /// messages (`file_id` positive, `file_size` not negative, name and MIME type ≤ 1024 code
@@ -164,19 +122,14 @@ pub struct NewMessage {
 impl TryFrom<pb::SendRequest> for NewMessage {
     type Error = DomainError;
     fn try_from(r: pb::SendRequest) -> Result<Self, DomainError> {
-        let room = RoomKey::try_from(r.room)?;
+        let room = RoomKey::required("room", r.room)?;
         check_id("sender_id", &r.sender_id)?;
         let kind = MessageType::parse(&r.r#type)?;
         if kind == MessageType::Text && r.content.is_empty() {
             return Err(DomainError::validation("content is required"));
         }
         if let Some(c) = &r.client_id {
-            let n = chars(c);
-            if n == 0 || n > MAX_CLIENT_ID_CHARS {
-                return Err(DomainError::validation(format!(
-                    "client_id must be 1 to {MAX_CLIENT_ID_CHARS} characters"
-                )));
-            }
+            check_client_id(c)?;
         }
         if let Some(id) = r.reply_to_id {
             check_message_id("reply_to_id", id)?;
@@ -264,7 +217,7 @@ pub struct MessageEdit {
 impl TryFrom<pb::EditRequest> for MessageEdit {
     type Error = DomainError;
     fn try_from(r: pb::EditRequest) -> Result<Self, DomainError> {
-        let room = RoomKey::try_from(r.room)?;
+        let room = RoomKey::required("room", r.room)?;
         check_message_id("message_id", r.message_id)?;
         if r.content.is_empty() {
             return Err(DomainError::validation("content is required"));
@@ -297,7 +250,7 @@ pub struct MessageDelete {
 impl TryFrom<pb::DeleteRequest> for MessageDelete {
     type Error = DomainError;
     fn try_from(r: pb::DeleteRequest) -> Result<Self, DomainError> {
-        let room = RoomKey::try_from(r.room)?;
+        let room = RoomKey::required("room", r.room)?;
         check_message_id("message_id", r.message_id)?;
         let actor = Actor::new(r.actor_id, r.actor_may_moderate, r.edit_window_ms)?;
         Ok(MessageDelete {
@@ -318,7 +271,7 @@ pub struct MessageGet {
 impl TryFrom<pb::GetMessageRequest> for MessageGet {
     type Error = DomainError;
     fn try_from(r: pb::GetMessageRequest) -> Result<Self, DomainError> {
-        let room = RoomKey::try_from(r.room)?;
+        let room = RoomKey::required("room", r.room)?;
         check_message_id("message_id", r.message_id)?;
         Ok(MessageGet {
             room,
@@ -338,7 +291,7 @@ pub struct MarkRead {
 impl TryFrom<pb::MarkReadRequest> for MarkRead {
     type Error = DomainError;
     fn try_from(r: pb::MarkReadRequest) -> Result<Self, DomainError> {
-        let room = RoomKey::try_from(r.room)?;
+        let room = RoomKey::required("room", r.room)?;
         check_id("user_id", &r.user_id)?;
         check_message_id("message_id", r.message_id)?;
         Ok(MarkRead {
@@ -380,7 +333,7 @@ pub struct HistoryQuery {
 impl TryFrom<pb::HistoryRequest> for HistoryQuery {
     type Error = DomainError;
     fn try_from(r: pb::HistoryRequest) -> Result<Self, DomainError> {
-        let room = RoomKey::try_from(r.room)?;
+        let room = RoomKey::required("room", r.room)?;
         let limit = match r.limit {
             0 => HISTORY_DEFAULT_LIMIT,
             n if n <= HISTORY_MAX_LIMIT => n,
@@ -414,7 +367,7 @@ pub struct ReceiptsQuery {
 impl TryFrom<pb::ListReceiptsRequest> for ReceiptsQuery {
     type Error = DomainError;
     fn try_from(r: pb::ListReceiptsRequest) -> Result<Self, DomainError> {
-        let room = RoomKey::try_from(r.room)?;
+        let room = RoomKey::required("room", r.room)?;
         if r.user_ids.len() > MAX_IDS_PER_CALL {
             return Err(DomainError::validation(format!(
                 "at most {MAX_IDS_PER_CALL} user_ids"

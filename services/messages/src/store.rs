@@ -2,11 +2,11 @@
 //! outbox entry in the same transaction as the change.
 
 use sqlx::{PgPool, Postgres, Transaction};
-use switchboard_common::{DomainError, ErrorCode};
+use switchboard_common::{DomainError, ErrorCode, RoomKey};
 
 use crate::model::{
     Claim, Cursor, FileFields, HistoryPage, HistoryQuery, MarkRead, MessageDelete, MessageEdit,
-    MessageGet, NewMessage, OutboxEntry, ReceiptsQuery, RoomKey, Sent, StoredMessage,
+    MessageGet, NewMessage, OutboxEntry, ReceiptsQuery, Sent, StoredMessage,
 };
 
 /// The columns of [`StoredMessage`], unqualified.

@@ -1,20 +1,187 @@
-//! Dialects: one per client contract. A dialect parses its contract's payloads into core
-//! commands and renders core events and errors into its contract's shapes. No business rule
-//! lives here.
+//! Dialects: one per client contract, each in its own folder. A dialect parses its contract's
+//! payloads into core commands and renders core events and errors into its contract's shapes;
+//! no business rule lives here (who may do what, limits, what is broadcast: [`crate::core`]).
+//!
+//! # The interface
+//! A dialect is a value implementing [`Dialect`]: its name and default namespace, its room kinds,
+//! the credentials its handshake accepts and how a refusal looks, its events (payload → core
+//! command, [`Dialect::handle`]), how an error looks in it ([`Dialect::error`]), how the core's
+//! events render for it ([`Dialect::render`]), and optionally what a socket hears right after
+//! connecting or right before an administrative disconnect, an inbound size cap and HTTP routes
+//! of its own. The generic plumbing (in-order dispatch, acknowledgements, spans, metrics, the
+//! inbound cap) is [`crate::events`].
+//!
+//! # Adding a dialect
+//! A folder here with a type implementing [`Dialect`], and one line in [`REGISTRY`]. Which
+//! namespace it serves is configuration (`SWITCHBOARD_DIALECTS=name=/namespace,…`).
 
-pub mod chat;
+mod app;
+mod chat;
+mod guild;
+
+use std::{future::Future, pin::Pin, sync::Arc};
 
 use serde_json::{Map, Value};
-use switchboard_common::DomainError;
+use switchboard_common::{DomainError, room::exceeds_chars};
+
+use crate::{
+    Gateway,
+    auth::{AuthFailure, Credentials},
+    core::{Core, CoreEvent},
+    events::EventCx,
+    fanout::Emission,
+};
+
+/// Every dialect the gateway can mount: its name and how it is built (reading its own
+/// `SWITCHBOARD_<NAME>_*` configuration, validated at start-up).
+const REGISTRY: &[(&str, Constructor)] = &[
+    ("chat", chat::build),
+    ("app", app::build),
+    ("guild", guild::build),
+];
+
+type Constructor = fn() -> anyhow::Result<Arc<dyn Dialect>>;
+
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What an event's handler answers.
+pub(crate) type HandlerFuture = BoxFuture<'static, Result<Reply, DomainError>>;
+
+/// One emit to the socket that sent an event (or that just connected).
+#[derive(Debug, Clone)]
+pub(crate) struct Emit {
+    pub event: &'static str,
+    pub data: Value,
+}
+
+/// What a socket gets back for one of its events: an acknowledgement (sent only when the
+/// client asked for one) and emits to it.
+#[derive(Debug, Default)]
+pub(crate) struct Reply {
+    pub ack: Option<Value>,
+    pub emits: Vec<Emit>,
+}
+
+impl Reply {
+    pub fn ack(data: Value) -> Self {
+        Reply {
+            ack: Some(data),
+            emits: vec![],
+        }
+    }
+    pub fn emit(event: &'static str, data: Value) -> Self {
+        Reply {
+            ack: None,
+            emits: vec![Emit { event, data }],
+        }
+    }
+    pub fn with_ack(mut self, data: Value) -> Self {
+        self.ack = Some(data);
+        self
+    }
+}
+
+/// One client contract.
+pub(crate) trait Dialect: Send + Sync + 'static {
+    /// Its name in `SWITCHBOARD_DIALECTS`, logs and metrics.
+    fn name(&self) -> &'static str;
+    /// The namespace it serves unless configured otherwise.
+    fn default_namespace(&self) -> &'static str;
+    /// The room kinds its rooms are: room events (messages, membership changes) of these kinds
+    /// are rendered by it.
+    fn room_kinds(&self) -> &'static [&'static str];
+    /// The handshake credentials it accepts.
+    fn credentials(&self) -> Credentials;
+    /// The `connect_error` message of a refused handshake.
+    fn refusal(&self, why: AuthFailure) -> &'static str;
+    /// Events whose JSON arguments exceed this many bytes are dropped and answered with
+    /// [`Dialect::error`] of [`switchboard_common::ErrorCode::PayloadTooLarge`].
+    fn inbound_cap(&self) -> Option<usize> {
+        None
+    }
+    /// Emits to a socket right after it connected.
+    fn connected(&self, _user_id: &str) -> Vec<Emit> {
+        vec![]
+    }
+    /// The handler of `event`, or None when the contract has no such client event (the event
+    /// then gets no answer at all).
+    fn handle(&self, cx: EventCx, event: &str, data: Value) -> Option<HandlerFuture>;
+    /// How a refused event is answered. `correlation_id` is the event's trace id.
+    fn error(&self, event: &str, error: &DomainError, correlation_id: &str) -> Reply;
+    /// The emissions of a core event in this dialect's namespace (none when the contract has
+    /// no such event). May look things up through the core (names, members, presence).
+    fn render<'a>(
+        &'a self,
+        core: &'a Core,
+        namespace: &'a str,
+        event: &'a CoreEvent<'a>,
+    ) -> BoxFuture<'a, Vec<Emission>>;
+    /// What each socket hears right before an administrative disconnect.
+    fn disconnect_notice(&self, _reason: &str) -> Option<Emit> {
+        None
+    }
+    /// HTTP routes of its own (merged into the gateway's router).
+    fn routes(&self) -> Option<axum::Router<Arc<Gateway>>> {
+        None
+    }
+}
+
+/// A dialect serving one namespace.
+#[derive(Clone)]
+pub(crate) struct Mount {
+    pub namespace: String,
+    pub dialect: Arc<dyn Dialect>,
+}
+
+/// Builds the dialects named in `config` (`(name, namespace)` pairs; empty: every registered
+/// dialect on its default namespace).
+pub(crate) fn mount(config: &[(String, String)]) -> anyhow::Result<Vec<Mount>> {
+    let mut mounts: Vec<Mount> = Vec::new();
+    if config.is_empty() {
+        for (_, build) in REGISTRY {
+            let dialect = build()?;
+            mounts.push(Mount {
+                namespace: dialect.default_namespace().to_string(),
+                dialect,
+            });
+        }
+        return Ok(mounts);
+    }
+    for (name, namespace) in config {
+        let Some((_, build)) = REGISTRY.iter().find(|(n, _)| n == name) else {
+            anyhow::bail!(
+                "SWITCHBOARD_DIALECTS: unknown dialect {name:?} (known: {})",
+                REGISTRY
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        };
+        if !namespace.starts_with('/') {
+            anyhow::bail!("SWITCHBOARD_DIALECTS: namespace {namespace:?} must start with '/'");
+        }
+        if mounts.iter().any(|m| &m.namespace == namespace) {
+            anyhow::bail!("SWITCHBOARD_DIALECTS: namespace {namespace:?} is mounted twice");
+        }
+        mounts.push(Mount {
+            namespace: namespace.clone(),
+            dialect: build()?,
+        });
+    }
+    Ok(mounts)
+}
+
+// ---- parsing helpers shared by dialects ----
 
 /// The payload as an object, or the contract's validation error.
-pub fn object(v: &Value) -> Result<&Map<String, Value>, DomainError> {
+pub(crate) fn object(v: &Value) -> Result<&Map<String, Value>, DomainError> {
     v.as_object()
         .ok_or_else(|| DomainError::validation("Payload must be an object"))
 }
 
 /// A required string field of 1..=`max_chars` Unicode code points (only "" is empty).
-pub fn string_field<'a>(
+pub(crate) fn string_field<'a>(
     o: &'a Map<String, Value>,
     name: &str,
     max_chars: usize,
@@ -26,13 +193,98 @@ pub fn string_field<'a>(
         Some(Value::String(s)) if exceeds_chars(s, max_chars) => Err(DomainError::validation(
             format!("{name} must be at most {max_chars} characters"),
         )),
+        Some(Value::String(s)) if s.contains('\0') => Err(DomainError::validation(format!(
+            "{name} must not contain NUL"
+        ))),
         Some(Value::String(s)) => Ok(s),
         Some(_) => Err(DomainError::validation(format!("{name} must be a string"))),
         None => Err(DomainError::validation(format!("{name} is required"))),
     }
 }
 
-/// True when `s` has more than `max` code points (without counting past `max`).
-pub fn exceeds_chars(s: &str, max: usize) -> bool {
-    s.len() > max && s.chars().nth(max).is_some()
+/// A required id field given as a non-negative integer or a string of decimal digits (contracts
+/// whose documents show numeric ids); answers its decimal text, the core's opaque id.
+pub(crate) fn numeric_id_field(o: &Map<String, Value>, name: &str) -> Result<String, DomainError> {
+    let invalid = || DomainError::validation(format!("{name} must be a positive integer"));
+    let text = match o.get(name) {
+        Some(Value::Number(n)) => n.as_u64().ok_or_else(invalid)?.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(invalid()),
+        None => return Err(DomainError::validation(format!("{name} is required"))),
+    };
+    // At most 18 digits: every such id fits an i64 when rendered back as a number.
+    if text.is_empty() || text.len() > 18 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    // "007" and 7 are the same id.
+    let canonical = text.trim_start_matches('0');
+    Ok(if canonical.is_empty() { "0" } else { canonical }.to_string())
+}
+
+/// An opaque id rendered as a JSON number where it is one (numeric contracts), else as a string.
+pub(crate) fn numeric_json(id: &str) -> Value {
+    match id.parse::<i64>() {
+        Ok(n) if n.to_string() == id => Value::from(n),
+        _ => Value::from(id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn numeric_ids_accept_numbers_and_digit_strings() {
+        let o = |v: Value| json!({ "id": v }).as_object().unwrap().clone();
+        assert_eq!(numeric_id_field(&o(json!(7)), "id").unwrap(), "7");
+        assert_eq!(numeric_id_field(&o(json!("7")), "id").unwrap(), "7");
+        assert_eq!(numeric_id_field(&o(json!("007")), "id").unwrap(), "7");
+        for bad in [
+            json!(-1),
+            json!(1.5),
+            json!("abc"),
+            json!(""),
+            json!("1e3"),
+            json!(null),
+            json!({}),
+            json!("1234567890123456789"),
+        ] {
+            assert!(numeric_id_field(&o(bad.clone()), "id").is_err(), "{bad}");
+        }
+        assert!(numeric_id_field(&Map::new(), "id").is_err());
+    }
+
+    #[test]
+    fn numeric_json_renders_numbers_where_ids_are_numbers() {
+        assert_eq!(numeric_json("42"), json!(42));
+        assert_eq!(numeric_json("u-1"), json!("u-1"));
+        assert_eq!(numeric_json("007"), json!("007"));
+    }
+
+    #[test]
+    fn every_dialect_builds_and_namespaces_differ() {
+        let mounts = mount(&[]).unwrap();
+        assert_eq!(mounts.len(), REGISTRY.len());
+        let mut namespaces: Vec<_> = mounts.iter().map(|m| m.namespace.clone()).collect();
+        namespaces.sort();
+        namespaces.dedup();
+        assert_eq!(namespaces.len(), REGISTRY.len());
+    }
+
+    #[test]
+    fn mounts_are_validated() {
+        let m = |pairs: &[(&str, &str)]| {
+            mount(
+                &pairs
+                    .iter()
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert!(m(&[("guild", "/")]).is_ok());
+        assert!(m(&[("nope", "/")]).is_err());
+        assert!(m(&[("chat", "/"), ("app", "/")]).is_err());
+        assert!(m(&[("chat", "x")]).is_err());
+    }
 }

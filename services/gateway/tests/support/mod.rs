@@ -518,14 +518,16 @@ pub fn contract_dir() -> PathBuf {
         .join("contract")
 }
 
-/// The suite's `*.test.mjs` files, sorted, with or without the fault-injection ones.
-pub fn suite_files(include: impl Fn(&str) -> bool) -> Vec<String> {
-    let dir = contract_dir();
+/// The `*.test.mjs` files of one folder of `tests/contract/` (a contract's, or `faults`), as
+/// paths relative to `tests/contract/`, sorted; `include` filters by file name.
+pub fn suite_files(folder: &str, include: impl Fn(&str) -> bool) -> Vec<String> {
+    let dir = contract_dir().join(folder);
     let mut files: Vec<String> = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .filter_map(|entry| entry.ok())
         .filter_map(|entry| entry.file_name().into_string().ok())
         .filter(|name| name.ends_with(".test.mjs") && include(name))
+        .map(|name| format!("{folder}/{name}"))
         .collect();
     files.sort();
     files

@@ -22,7 +22,7 @@ import {
   sleep,
   uuid,
   waitFor,
-} from './helpers.mjs';
+} from '../helpers.mjs';
 
 after(closeAll);
 

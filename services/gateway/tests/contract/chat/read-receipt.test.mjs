@@ -23,7 +23,7 @@ import {
   send,
   sleep,
   waitFor,
-} from './helpers.mjs';
+} from '../helpers.mjs';
 
 afterEach(closeAll);
 

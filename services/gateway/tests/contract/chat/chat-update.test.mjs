@@ -24,7 +24,7 @@ import {
   sleep,
   uuid,
   waitFor,
-} from './helpers.mjs';
+} from '../helpers.mjs';
 
 afterEach(closeAll);
 

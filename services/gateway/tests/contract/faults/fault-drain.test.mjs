@@ -17,7 +17,7 @@ import {
   send,
   sleep,
   waitFor,
-} from './helpers.mjs';
+} from '../helpers.mjs';
 
 afterEach(closeAll);
 

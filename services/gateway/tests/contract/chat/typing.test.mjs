@@ -18,7 +18,7 @@ import {
   newUser,
   sleep,
   waitFor,
-} from './helpers.mjs';
+} from '../helpers.mjs';
 
 afterEach(closeAll);
 

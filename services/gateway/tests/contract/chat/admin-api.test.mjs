@@ -31,7 +31,7 @@ import {
   uuid,
   waitFor,
   waitForDisconnect,
-} from './helpers.mjs';
+} from '../helpers.mjs';
 
 afterEach(closeAll);
 

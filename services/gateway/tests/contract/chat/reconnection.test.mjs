@@ -20,7 +20,7 @@ import {
   rid,
   send,
   waitFor,
-} from './helpers.mjs';
+} from '../helpers.mjs';
 
 afterEach(closeAll);
 

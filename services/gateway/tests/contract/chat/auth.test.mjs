@@ -28,7 +28,7 @@ import {
   send,
   waitFor,
   waitForDisconnect,
-} from './helpers.mjs';
+} from '../helpers.mjs';
 
 afterEach(closeAll);
 

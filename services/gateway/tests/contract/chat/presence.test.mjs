@@ -22,7 +22,7 @@ import {
   sleep,
   eventsOf,
   waitFor,
-} from './helpers.mjs';
+} from '../helpers.mjs';
 
 afterEach(closeAll);
 
