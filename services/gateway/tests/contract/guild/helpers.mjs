@@ -261,13 +261,17 @@ export function waitUnlessError(socket, from, event, predicate = () => true, tim
 // ---------------------------------------------------------------------------------------------
 // Shapes
 
-/** An error event's payload: exactly `{ code, message }`, message a non-empty string. */
+/**
+ * An error event's payload: exactly `{ code, message, correlationId }`: the document's
+ * `{ code }`, a non-empty message, and the trace id an operator can search for (README: General).
+ */
 export function assertGuildError(payload, code) {
   assert.ok(payload && typeof payload === 'object', `an error payload object, got ${JSON.stringify(payload)}`);
   assert.equal(payload.code, code, `code ${code} in ${JSON.stringify(payload)}`);
   assert.equal(typeof payload.message, 'string', `message is a string in ${JSON.stringify(payload)}`);
   assert.ok(payload.message.length > 0, 'message is not empty');
-  assert.deepEqual(Object.keys(payload).sort(), ['code', 'message'], `exactly { code, message }: ${JSON.stringify(payload)}`);
+  assert.match(payload.correlationId ?? '', /^[0-9a-f]{32}$/, `correlationId is a trace id in ${JSON.stringify(payload)}`);
+  assert.deepEqual(Object.keys(payload).sort(), ['code', 'correlationId', 'message'], `exactly { code, message, correlationId }: ${JSON.stringify(payload)}`);
 }
 
 /** A failed message:create ack: exactly `{ ok: false, code, message }`. */
