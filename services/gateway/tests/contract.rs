@@ -50,7 +50,9 @@ fn dialects_together() {
 #[test]
 fn fault_gateway_node_killed() {
     let cluster = Cluster::start("fault_gateway_node_killed");
-    cluster.run_suite(&suite_files("faults", |name| name == "fault-node-kill.test.mjs"));
+    cluster.run_suite(&suite_files("faults", |name| {
+        name == "fault-node-kill.test.mjs"
+    }));
 }
 
 /// Redis is restarted under both nodes: delivery between the nodes comes back both ways, and
@@ -68,5 +70,7 @@ fn fault_redis_restart() {
 #[test]
 fn fault_gateway_node_drained() {
     let cluster = Cluster::start("fault_gateway_node_drained");
-    cluster.run_suite(&suite_files("faults", |name| name == "fault-drain.test.mjs"));
+    cluster.run_suite(&suite_files("faults", |name| {
+        name == "fault-drain.test.mjs"
+    }));
 }

@@ -7,7 +7,7 @@ use switchboard_proto::{
     common::RoomRef,
     membership::{
         AuthorizeRequest, AuthorizeResponse, GetUserRequest, GrantMemberRequest,
-        ListContactsRequest, RevokeMemberRequest, UpsertRoomRequest, User,
+        ListContactsRequest, ListUserRoomsRequest, RevokeMemberRequest, UpsertRoomRequest, User,
         membership_client::MembershipClient,
     },
 };
@@ -602,6 +602,49 @@ async fn contacts_share_a_room() {
     assert_eq!(contacts(&mut s, "d").await, vec!["a", "b"]);
     assert!(contacts(&mut s, "e").await.is_empty());
     assert!(contacts(&mut s, "stranger").await.is_empty());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn user_rooms_of_one_kind_are_the_direct_memberships() {
+    let mut s = Server::start().await;
+    s.room("server", "s1", None).await;
+    s.room("server", "s2", None).await;
+    s.room("channel", "c1", Some(("server", "s1"))).await;
+    s.grant("server", "s2", "u", "member").await;
+    s.grant("server", "s1", "u", "owner").await;
+    s.grant("channel", "c1", "u", "member").await;
+    s.grant("server", "s2", "other", "member").await;
+
+    let rooms = |s: &mut Server, user: &str, kind: &str| {
+        let mut client = s.client.clone();
+        let req = ListUserRoomsRequest {
+            user_id: user.to_string(),
+            kind: kind.to_string(),
+        };
+        async move {
+            client.list_user_rooms(req).await.map(|r| {
+                r.into_inner()
+                    .rooms
+                    .into_iter()
+                    .map(|r| format!("{}:{}", r.kind, r.id))
+                    .collect::<Vec<_>>()
+            })
+        }
+    };
+    assert_eq!(
+        rooms(&mut s, "u", "server").await.unwrap(),
+        ["server:s1", "server:s2"]
+    );
+    assert_eq!(rooms(&mut s, "u", "channel").await.unwrap(), ["channel:c1"]);
+    assert!(
+        rooms(&mut s, "stranger", "server")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let bad = rooms(&mut s, "u", "lobby").await.unwrap_err();
+    assert_eq!(DomainError::from(bad).code, ErrorCode::Validation);
     s.stop().await;
 }
 
