@@ -115,17 +115,19 @@ async fn presence_refresher(gw: Arc<Gateway>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let sockets = gw.local_sockets();
-        for chunk in sockets.chunks(1000) {
-            let req = pp::RefreshRequest {
-                sockets: chunk.to_vec(),
-            };
-            let clients = &gw.core.clients;
-            if let Err(e) = clients
-                .call("presence", "Refresh", clients.presence.clone().refresh(req))
-                .await
-            {
-                tracing::warn!(error = %e, "presence refresh failed");
+        for (ttl_ms, sockets) in gw.local_sockets() {
+            for chunk in sockets.chunks(1000) {
+                let req = pp::RefreshRequest {
+                    sockets: chunk.to_vec(),
+                    ttl_ms,
+                };
+                let clients = &gw.core.clients;
+                if let Err(e) = clients
+                    .call("presence", "Refresh", clients.presence.clone().refresh(req))
+                    .await
+                {
+                    tracing::warn!(error = %e, "presence refresh failed");
+                }
             }
         }
     }

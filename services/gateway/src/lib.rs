@@ -53,6 +53,8 @@ use crate::{
 struct LocalSocket {
     namespace: String,
     user_id: String,
+    /// Its namespace's presence TTL (0: the presence service's default).
+    presence_ttl_ms: i64,
 }
 
 /// Everything a node shares between its sockets, its API and its background tasks.
@@ -148,6 +150,10 @@ impl Gateway {
         identity: &Identity,
     ) {
         let namespace = mount.namespace.as_str();
+        let presence_ttl_ms = mount
+            .dialect
+            .presence_ttl()
+            .map_or(0, |t| t.as_millis() as i64);
         s.join(user_room(&identity.user_id));
         if let Some(sid) = &identity.session_id {
             s.join(session_room(sid));
@@ -159,6 +165,7 @@ impl Gateway {
             LocalSocket {
                 namespace: namespace.to_string(),
                 user_id: identity.user_id.clone(),
+                presence_ttl_ms,
             },
         );
         let gw = self.clone();
@@ -198,6 +205,7 @@ impl Gateway {
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.chars().take(256).collect()),
             ip: None,
+            ttl_ms: presence_ttl_ms,
         };
         let clients = &self.core.clients;
         if let Err(e) = clients
@@ -226,6 +234,7 @@ impl Gateway {
         };
         let req = pp::RefreshRequest {
             sockets: vec![self.socket_ref(&entry.namespace, s, &entry.user_id)],
+            ttl_ms: entry.presence_ttl_ms,
         };
         let clients = &self.core.clients;
         if let Err(e) = clients
@@ -236,18 +245,20 @@ impl Gateway {
         }
     }
 
-    /// Every socket this node holds, as presence references.
-    fn local_sockets(&self) -> Vec<pp::SocketRef> {
-        self.sockets
-            .lock()
-            .expect("socket registry")
-            .iter()
-            .map(|(id, s)| pp::SocketRef {
-                namespace: s.namespace.clone(),
-                user_id: s.user_id.clone(),
-                socket_id: id.clone(),
-            })
-            .collect()
+    /// Every socket this node holds, as presence references grouped by presence TTL.
+    fn local_sockets(&self) -> HashMap<i64, Vec<pp::SocketRef>> {
+        let mut by_ttl: HashMap<i64, Vec<pp::SocketRef>> = HashMap::new();
+        for (id, s) in self.sockets.lock().expect("socket registry").iter() {
+            by_ttl
+                .entry(s.presence_ttl_ms)
+                .or_default()
+                .push(pp::SocketRef {
+                    namespace: s.namespace.clone(),
+                    user_id: s.user_id.clone(),
+                    socket_id: id.clone(),
+                });
+        }
+        by_ttl
     }
 }
 
@@ -337,6 +348,16 @@ pub async fn run(
         .build_layer();
 
     let mounts = dialect::mount(&config.dialects)?;
+    for m in &mounts {
+        if let Some(ttl) = m.dialect.presence_ttl() {
+            anyhow::ensure!(
+                ttl > config.presence_refresh,
+                "the {} dialect's presence TTL ({ttl:?}) must exceed SWITCHBOARD_PRESENCE_REFRESH_MS ({:?})",
+                m.dialect.name(),
+                config.presence_refresh
+            );
+        }
+    }
     let namespaces = mounts.iter().map(|m| m.namespace.clone()).collect();
     let fanout = Arc::new(Fanout::new(io.clone(), metrics.clone(), namespaces));
     let clients = Clients::new(&config, metrics.clone())?;

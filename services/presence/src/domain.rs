@@ -9,13 +9,19 @@
 //!   [`MAX_ID_CHARS`] characters rather than rejected, control characters are rejected;
 //! - `GetPresence` asks for at most [`MAX_USERS_PER_QUERY`] users (an empty list is answered
 //!   with an empty list), `Refresh` takes any number of sockets;
-//! - a typing `ttl_ms` is 0 (the configured default) or between 1 and [`MAX_TYPING_TTL_MS`].
+//! - a typing `ttl_ms` is 0 (the configured default) or between 1 and [`MAX_TYPING_TTL_MS`];
+//! - a socket's presence `ttl_ms` is 0 (the configured default) or between
+//!   [`MIN_PRESENCE_TTL_MS`] and [`MAX_PRESENCE_TTL_MS`].
 
-use switchboard_common::DomainError;
+use switchboard_common::{
+    DomainError,
+    room::{MAX_ID_CHARS, exceeds_chars},
+};
 use switchboard_proto::presence as pb;
 
-/// The longest identifier accepted, in characters.
-pub const MAX_ID_CHARS: usize = 256;
+/// Bounds of a socket's own presence TTL.
+pub const MIN_PRESENCE_TTL_MS: i64 = 100;
+pub const MAX_PRESENCE_TTL_MS: i64 = 24 * 60 * 60 * 1000;
 /// The most users one `GetPresence` may ask for.
 pub const MAX_USERS_PER_QUERY: usize = 1_000;
 /// The longest typing TTL a request may ask for (10 minutes).
@@ -36,6 +42,40 @@ pub struct NewSocket {
     pub node_id: String,
     pub user_agent: Option<String>,
     pub ip: Option<String>,
+    /// `None`: the configured default.
+    pub ttl_ms: Option<u64>,
+}
+
+/// Sockets whose presence to extend, by `ttl_ms` (`None`: the configured default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refresh {
+    pub sockets: Vec<SocketKey>,
+    pub ttl_ms: Option<u64>,
+}
+
+/// A presence TTL from a request: 0 is the default.
+fn presence_ttl(ttl_ms: i64) -> Result<Option<u64>, DomainError> {
+    match ttl_ms {
+        0 => Ok(None),
+        t if (MIN_PRESENCE_TTL_MS..=MAX_PRESENCE_TTL_MS).contains(&t) => Ok(Some(t as u64)),
+        _ => Err(DomainError::validation(format!(
+            "ttl_ms must be 0 (default) or between {MIN_PRESENCE_TTL_MS} and {MAX_PRESENCE_TTL_MS}"
+        ))),
+    }
+}
+
+impl TryFrom<pb::RefreshRequest> for Refresh {
+    type Error = DomainError;
+    fn try_from(r: pb::RefreshRequest) -> Result<Self, Self::Error> {
+        Ok(Refresh {
+            sockets: r
+                .sockets
+                .into_iter()
+                .map(SocketKey::try_from)
+                .collect::<Result<_, _>>()?,
+            ttl_ms: presence_ttl(r.ttl_ms)?,
+        })
+    }
 }
 
 /// Which users' presence to read.
@@ -82,7 +122,7 @@ fn id(field: &str, value: String) -> Result<String, DomainError> {
             "{field} must not be empty"
         )));
     }
-    if value.chars().count() > MAX_ID_CHARS {
+    if exceeds_chars(&value, MAX_ID_CHARS) {
         return Err(DomainError::validation(format!(
             "{field} must be at most {MAX_ID_CHARS} characters"
         )));
@@ -133,6 +173,7 @@ impl TryFrom<pb::AddSocketRequest> for NewSocket {
             node_id: id("node_id", r.node_id)?,
             user_agent: info("user_agent", r.user_agent)?,
             ip: info("ip", r.ip)?,
+            ttl_ms: presence_ttl(r.ttl_ms)?,
         })
     }
 }
@@ -239,6 +280,7 @@ mod tests {
             node_id: "n".into(),
             user_agent: Some("a".repeat(1000)),
             ip: Some(String::new()),
+            ttl_ms: 0,
         };
         let s = NewSocket::try_from(r).unwrap();
         assert_eq!(s.user_agent.unwrap().len(), MAX_ID_CHARS);

@@ -3,12 +3,11 @@
 
 use std::sync::Arc;
 
-use switchboard_common::DomainError;
 use switchboard_proto::presence::{self as pb, presence_server::Presence};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    domain::{NewSocket, PresenceQuery, SocketKey, TypingChange},
+    domain::{NewSocket, PresenceQuery, Refresh, SocketKey, TypingChange},
     store::Store,
 };
 
@@ -47,13 +46,8 @@ impl Presence for PresenceService {
         &self,
         request: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::RefreshResponse>, Status> {
-        let sockets = request
-            .into_inner()
-            .sockets
-            .into_iter()
-            .map(SocketKey::try_from)
-            .collect::<Result<Vec<_>, DomainError>>()?;
-        self.store.refresh(sockets).await?;
+        let refresh = Refresh::try_from(request.into_inner())?;
+        self.store.refresh(refresh).await?;
         Ok(Response::new(pb::RefreshResponse {}))
     }
 

@@ -15,7 +15,9 @@ use switchboard_common::DomainError;
 
 use crate::{
     Config,
-    domain::{NewSocket, PresenceQuery, SocketInfo, SocketKey, TypingChange, UserPresence},
+    domain::{
+        NewSocket, PresenceQuery, Refresh, SocketInfo, SocketKey, TypingChange, UserPresence,
+    },
     scripts,
 };
 
@@ -144,7 +146,7 @@ impl Store {
     pub async fn add_socket(&self, s: NewSocket) -> Result<bool, DomainError> {
         let [throttle, retention] = self.throttle_args();
         let args = vec![
-            self.ttl_ms.to_string(),
+            s.ttl_ms.unwrap_or(self.ttl_ms).to_string(),
             throttle,
             retention,
             s.key.namespace,
@@ -167,11 +169,12 @@ impl Store {
     }
 
     /// Extends the sockets that still exist; returns how many did.
-    pub async fn refresh(&self, sockets: Vec<SocketKey>) -> Result<u64, DomainError> {
+    pub async fn refresh(&self, r: Refresh) -> Result<u64, DomainError> {
+        let ttl = r.ttl_ms.unwrap_or(self.ttl_ms).to_string();
         let mut extended = 0;
-        for chunk in sockets.chunks(REFRESH_CHUNK) {
+        for chunk in r.sockets.chunks(REFRESH_CHUNK) {
             let mut args = Vec::with_capacity(1 + chunk.len() * 3);
-            args.push(self.ttl_ms.to_string());
+            args.push(ttl.clone());
             for k in chunk {
                 args.extend([k.namespace.clone(), k.user_id.clone(), k.socket_id.clone()]);
             }

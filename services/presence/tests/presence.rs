@@ -187,6 +187,7 @@ async fn add(c: &mut PresenceClient<Channel>, user: &str, socket: &str) -> bool 
         node_id: "node-1".into(),
         user_agent: None,
         ip: None,
+        ttl_ms: 0,
     })
     .await
     .unwrap()
@@ -303,6 +304,7 @@ async fn unrefreshed_socket_expires_refreshed_one_stays() {
             refresher
                 .refresh(pb::RefreshRequest {
                     sockets: vec![sref("/", "busy", "s-busy"), sref("/", "ghost", "s-ghost")],
+                    ttl_ms: 0,
                 })
                 .await
                 .unwrap();
@@ -343,6 +345,68 @@ async fn unrefreshed_socket_expires_refreshed_one_stays() {
                 .is_some_and(|s| s == "offline")
         })
         .await;
+
+    replica.shutdown().await;
+    events.close().await;
+    cleanup(&prefix).await;
+}
+
+/// A namespace's contract may name its own presence TTL: a socket added (and refreshed) with
+/// one outlives the service's default, and one refreshed with a short one expires by it.
+#[tokio::test]
+async fn a_socket_keeps_its_own_ttl() {
+    let prefix = prefix();
+    let events = Events::subscribe(&prefix).await;
+    let replica = Replica::start(expiring_config(&prefix)).await;
+    let mut c = replica.client.clone();
+    for (user, socket, ttl_ms) in [("long", "s-long", 60_000), ("plain", "s-plain", 0)] {
+        c.add_socket(pb::AddSocketRequest {
+            socket: Some(sref("/", user, socket)),
+            node_id: "node-1".into(),
+            user_agent: None,
+            ip: None,
+            ttl_ms,
+        })
+        .await
+        .unwrap();
+    }
+    events
+        .wait_for("plain offline", |_| {
+            statuses(&events.presence_of("plain"))
+                .last()
+                .is_some_and(|s| s == "offline")
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(TTL_MS)).await;
+    let users = presence(&mut c, &["long"]).await;
+    assert!(
+        users[0].online,
+        "its own TTL outlives the default: {users:#?}"
+    );
+
+    // Refreshed with a short TTL, it expires by that one.
+    c.refresh(pb::RefreshRequest {
+        sockets: vec![sref("/", "long", "s-long")],
+        ttl_ms: 200,
+    })
+    .await
+    .unwrap();
+    events
+        .wait_for("long offline", |_| {
+            statuses(&events.presence_of("long"))
+                .last()
+                .is_some_and(|s| s == "offline")
+        })
+        .await;
+
+    let bad = c
+        .refresh(pb::RefreshRequest {
+            sockets: vec![],
+            ttl_ms: -1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
 
     replica.shutdown().await;
     events.close().await;
@@ -491,6 +555,7 @@ async fn get_presence_snapshot() {
             node_id: "node-1".into(),
             user_agent: ua.map(Into::into),
             ip: ip.map(Into::into),
+            ttl_ms: 0,
         })
         .await
         .unwrap();
@@ -501,6 +566,7 @@ async fn get_presence_snapshot() {
         node_id: "node-1".into(),
         user_agent: None,
         ip: None,
+        ttl_ms: 0,
     })
     .await
     .unwrap();
@@ -567,6 +633,7 @@ async fn invalid_requests_are_validation_errors() {
         node_id: node.into(),
         user_agent: None,
         ip: None,
+        ttl_ms: 0,
     };
     for req in [
         bad_add(None, "n"),
@@ -588,6 +655,7 @@ async fn invalid_requests_are_validation_errors() {
     let status = c
         .refresh(pb::RefreshRequest {
             sockets: vec![sref("/", "u", "s"), sref("/", "u", "")],
+            ttl_ms: 0,
         })
         .await
         .unwrap_err();

@@ -99,6 +99,11 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     fn inbound_cap(&self) -> Option<usize> {
         None
     }
+    /// How long a socket of this namespace stays present without a refresh (None: the presence
+    /// service's default).
+    fn presence_ttl(&self) -> Option<std::time::Duration> {
+        None
+    }
     /// Emits to a socket right after it connected.
     fn connected(&self, _user_id: &str) -> Vec<Emit> {
         vec![]

@@ -278,6 +278,9 @@ impl Cluster {
                 ("SWITCHBOARD_ALLOWED_ORIGINS", ALLOWED_ORIGIN.to_string()),
                 ("SWITCHBOARD_PRESENCE_REFRESH_MS", "500".to_string()),
                 ("SWITCHBOARD_OUTBOX_REDELIVER_AFTER_MS", "1500".to_string()),
+                // The app dialect's presence TTL (the document's variable), as short as the
+                // presence service's, so a dead node's app users expire as quickly.
+                ("PRESENCE_TTL_SECONDS", "2".to_string()),
             ];
             let pid = cluster.spawn(node, &gateway_bin, &[], &env);
             gateway_ports.push((node, port, pid));

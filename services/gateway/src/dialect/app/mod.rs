@@ -4,7 +4,7 @@
 //! updated|deleted` to the conversation room and every participant's user room, presence
 //! snapshots to the whole namespace, the inbound payload cap and `system:disconnect`.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use serde_json::{Value, json};
 use switchboard_common::{DomainError, ErrorCode, RoomKey, room::MAX_ID_CHARS, time_fmt};
@@ -20,27 +20,37 @@ use crate::{
 
 const ROOM_KIND: &str = "conversation";
 /// The document's default `maxHttpBufferSize`: 5 KB.
-const DEFAULT_MAX_PAYLOAD_BYTES: usize = 5_120;
+const DEFAULT_MAX_PAYLOAD_BYTES: u64 = 5_120;
+/// The document's default presence TTL.
+const DEFAULT_PRESENCE_TTL_SECONDS: u64 = 60;
 
-pub(super) fn build() -> anyhow::Result<Arc<dyn Dialect>> {
-    // The variable the document names (not SWITCHBOARD_-prefixed), so an existing deployment's
-    // setting carries over.
-    let cap = match std::env::var("SOCKET_MAX_PAYLOAD_BYTES") {
+/// A positive number from a variable the document names (not `SWITCHBOARD_`-prefixed, so an
+/// existing deployment's setting carries over).
+fn document_var(name: &str, default: u64) -> anyhow::Result<u64> {
+    match std::env::var(name) {
         Ok(v) if !v.trim().is_empty() => v
             .trim()
-            .parse::<usize>()
+            .parse::<u64>()
             .ok()
             .filter(|n| *n > 0)
-            .ok_or_else(|| {
-                anyhow::anyhow!("SOCKET_MAX_PAYLOAD_BYTES={v:?}: expected a positive number")
-            })?,
-        _ => DEFAULT_MAX_PAYLOAD_BYTES,
-    };
-    Ok(Arc::new(App { cap }))
+            .ok_or_else(|| anyhow::anyhow!("{name}={v:?}: expected a positive number")),
+        _ => Ok(default),
+    }
+}
+
+pub(super) fn build() -> anyhow::Result<Arc<dyn Dialect>> {
+    Ok(Arc::new(App {
+        cap: document_var("SOCKET_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES)? as usize,
+        presence_ttl: Duration::from_secs(document_var(
+            "PRESENCE_TTL_SECONDS",
+            DEFAULT_PRESENCE_TTL_SECONDS,
+        )?),
+    }))
 }
 
 struct App {
     cap: usize,
+    presence_ttl: Duration,
 }
 
 /// MessageDTO.
@@ -109,6 +119,10 @@ impl Dialect for App {
 
     fn inbound_cap(&self) -> Option<usize> {
         Some(self.cap)
+    }
+
+    fn presence_ttl(&self) -> Option<Duration> {
+        Some(self.presence_ttl)
     }
 
     fn connected(&self, user_id: &str) -> Vec<Emit> {

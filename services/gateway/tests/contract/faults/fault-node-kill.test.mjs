@@ -1,7 +1,8 @@
 // Fault injection: gateway node 1 is SIGKILLed while 20 clients (10 per node) send continuously.
 // Clients fail over to the surviving node and retry unacknowledged sends with the same clientId.
 // Then: every acknowledged message is in Postgres exactly once and in the history endpoint,
-// survivors kept receiving message:new, and the dead node's users went offline by TTL.
+// survivors kept receiving message:new, and the dead node's users went offline by TTL, in every
+// dialect's own presence shape (chat's contacts, guild's server room, app's namespace).
 //
 // Run by the `fault_gateway_node_killed` test function, on a cluster of its own.
 
@@ -23,8 +24,16 @@ import {
   uuid,
   waitFor,
 } from '../helpers.mjs';
+import { appUser, connectApp, presenceOf } from '../app/helpers.mjs';
+import { connectGuild, joinServer, newGuild, presenceWith } from '../guild/helpers.mjs';
 
 after(closeAll);
+// The senders' own sockets reconnect forever: close them even when an assertion fails, or the
+// suite would never exit.
+const allSenders = [];
+after(() => {
+  for (const s of allSenders) s.close();
+});
 
 const CLIENTS_PER_NODE = 10;
 const SEND_INTERVAL_MS = 1500; // below 10 messages / 10 s per user
@@ -142,12 +151,24 @@ test('a gateway node is SIGKILLed mid-traffic: no acknowledged message lost or d
 
   const watcherSocket = await connectUser(watcher, NODE2);
   const senders = senderUsers.map((u, i) => new Sender(u, chatId, i < CLIENTS_PER_NODE ? 0 : 1));
+  allSenders.push(...senders);
   await Promise.all(senders.map((s) => s.connectLoop()));
   for (const s of senders) {
     assert.equal(s.url, s.originalNode === 0 ? NODE1 : NODE2, `${s.user.id} started on its node`);
   }
   await connectUser(ghost, NODE1);
   await waitFor(watcherSocket, 'presence:update', (u) => u.userId === ghost.id && u.status === 'online', 10000);
+  // The same in the other dialects: a ghost on node 1, a watcher on node 2.
+  const guild = await newGuild({ members: 2 });
+  const [guildGhost, guildWatcher] = guild.users;
+  const guildWatcherSocket = await connectGuild(guildWatcher, NODE2);
+  await joinServer(guildWatcherSocket, guild.serverId);
+  await connectGuild(guildGhost, NODE1);
+  await waitFor(guildWatcherSocket, 'presence:update', presenceWith(guild.serverId, [guildGhost.id]), 10000);
+  const [appGhost, appWatcher] = [await appUser(), await appUser()];
+  const appWatcherSocket = await connectApp(appWatcher, NODE2);
+  await connectApp(appGhost, NODE1);
+  await waitFor(appWatcherSocket, 'presence:update', presenceOf(appGhost.id, true), 10000);
 
   // Traffic, then the kill, then more traffic.
   const hardDeadline = Date.now() + RUN_BEFORE_KILL_MS + RUN_AFTER_KILL_MS + FINISH_DEADLINE_MS;
@@ -258,6 +279,13 @@ test('a gateway node is SIGKILLed mid-traffic: no acknowledged message lost or d
     OFFLINE_DEADLINE_MS,
   );
   assert.equal(offline.status, 'offline');
+  await waitFor(
+    guildWatcherSocket,
+    'presence:update',
+    presenceWith(guild.serverId, [guildWatcher.id], [guildGhost.id]),
+    OFFLINE_DEADLINE_MS,
+  );
+  await waitFor(appWatcherSocket, 'presence:update', presenceOf(appGhost.id, false), OFFLINE_DEADLINE_MS);
 
   for (const s of senders) s.close();
 });
