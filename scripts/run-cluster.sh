@@ -195,6 +195,8 @@ cat <<INFO
  Redis:    $SWITCHBOARD_REDIS_URL
  Logs:     ${LOGS#"$SB_ROOT"/}/<name>.log   (tail -f ${LOGS#"$SB_ROOT"/}/gateway-1.log)
  Admin token: $ADMIN_TOKEN
+ Dialects (namespace per contract; SWITCHBOARD_DIALECTS overrides, docs/dialects/):
+   chat $GW/   app $GW/ws/app (JWT)   guild $GW/guild (connect.sid cookie: POST /v1/sessions)
 
  Mint a user token (admin API, JWT valid 1 h):
    curl -s -X POST $GW/v1/tokens \\
