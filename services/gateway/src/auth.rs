@@ -284,6 +284,34 @@ impl Authenticator {
             .then(|| sid.to_string())
     }
 
+    /// Authenticates from a cookie that carries the opaque session token itself (NextAuth's
+    /// `next-auth.session-token`, under any of `names`), behind the same Origin allow-list.
+    pub async fn verify_token_cookie(
+        &self,
+        cookie_header: Option<&str>,
+        origin: Option<&str>,
+        names: &[&str],
+    ) -> Result<Identity, AuthFailure> {
+        let value = cookie_header
+            .and_then(|h| names.iter().find_map(|n| find_cookie(h, n)))
+            .ok_or(AuthFailure::Missing)?;
+        self.check_origin(origin)?;
+        let token = percent_decode_str(value).decode_utf8_lossy();
+        if token.is_empty() || token.len() > 8192 {
+            return Err(AuthFailure::Invalid);
+        }
+        self.session_user(&token).await
+    }
+
+    fn check_origin(&self, origin: Option<&str>) -> Result<(), AuthFailure> {
+        match origin {
+            Some(origin) if !self.allowed_origins.iter().any(|o| o == origin) => {
+                Err(AuthFailure::OriginNotAllowed)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Authenticates from a `Cookie` header, checking `Origin` against the allow-list.
     pub async fn verify_cookie(
         &self,
@@ -293,11 +321,7 @@ impl Authenticator {
         let value = cookie_header
             .and_then(|h| find_cookie(h, &self.cookie_name))
             .ok_or(AuthFailure::Missing)?;
-        if let Some(origin) = origin
-            && !self.allowed_origins.iter().any(|o| o == origin)
-        {
-            return Err(AuthFailure::OriginNotAllowed);
-        }
+        self.check_origin(origin)?;
         let sid = self.unsign_cookie(value).ok_or(AuthFailure::Invalid)?;
         self.session_user(&sid).await
     }
@@ -323,6 +347,15 @@ impl Authenticator {
                 return self.verify_token(t).await;
             }
         }
+        if !accepted.token_cookies.is_empty() {
+            match self
+                .verify_token_cookie(cookie_header, origin, accepted.token_cookies)
+                .await
+            {
+                Err(AuthFailure::Missing) => {}
+                other => return other,
+            }
+        }
         if accepted.cookie {
             return self.verify_cookie(cookie_header, origin).await;
         }
@@ -339,6 +372,8 @@ pub struct Credentials {
     pub session_tokens: bool,
     /// The signed session cookie (behind the Origin allow-list).
     pub cookie: bool,
+    /// Cookies that carry the opaque session token itself (behind the Origin allow-list).
+    pub token_cookies: &'static [&'static str],
 }
 
 /// Three dot-separated parts: a JWT rather than an opaque session token.

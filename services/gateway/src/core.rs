@@ -192,6 +192,14 @@ pub struct SendCommand {
     pub origin: Option<Origin>,
 }
 
+/// A user's role in a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomRole {
+    pub name: String,
+    /// From a membership of this very room (not inherited from a parent).
+    pub direct: bool,
+}
+
 /// The socket an event came from (some contracts leave it out of the broadcast).
 #[derive(Debug, Clone)]
 pub struct Origin {
@@ -466,6 +474,23 @@ impl Core {
         }
         self.authz.remember_allowed(user_id, room, action);
         Ok(())
+    }
+
+    /// The user's effective role in a room (None: no role there); NOT_FOUND when the room
+    /// does not exist. Never cached: a role is shown to the user.
+    pub async fn role(
+        &self,
+        user_id: &str,
+        room: &RoomKey,
+    ) -> Result<Option<RoomRole>, DomainError> {
+        let d = self.authorize(user_id, room, Action::Join).await?;
+        if !d.room_exists {
+            return Err(DomainError::not_found("Room not found"));
+        }
+        Ok((!d.role.is_empty()).then_some(RoomRole {
+            name: d.role,
+            direct: d.direct,
+        }))
     }
 
     /// Joins a socket to a room: the user must be allowed to join (a room that does not exist

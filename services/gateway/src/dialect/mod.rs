@@ -18,6 +18,7 @@
 mod app;
 mod chat;
 mod guild;
+mod vault;
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
@@ -38,6 +39,7 @@ const REGISTRY: &[(&str, Constructor)] = &[
     ("chat", chat::build),
     ("app", app::build),
     ("guild", guild::build),
+    ("vault", vault::build),
 ];
 
 type Constructor = fn() -> anyhow::Result<Arc<dyn Dialect>>;

@@ -107,6 +107,7 @@ impl Dialect for App {
             tokens: true,
             session_tokens: false,
             cookie: false,
+            token_cookies: &[],
         }
     }
 

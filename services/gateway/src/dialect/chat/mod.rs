@@ -122,6 +122,7 @@ impl Dialect for Chat {
             tokens: true,
             session_tokens: true,
             cookie: true,
+            token_cookies: &[],
         }
     }
 

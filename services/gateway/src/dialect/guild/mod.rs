@@ -63,6 +63,7 @@ impl Dialect for Guild {
             tokens: false,
             session_tokens: false,
             cookie: true,
+            token_cookies: &[],
         }
     }
 
