@@ -274,3 +274,41 @@ test('presence is per namespace: app presence:update about the user appears when
   await waitFor(o, 'presence:update', presenceOf(u.id, false), PRESENCE_DEADLINE_MS);
   assert.ok(chat.connected && guild.connected);
 });
+
+test('vault beside the others: a fourth socket gets unscoped user events, only vault events, and is disconnected with the rest', async () => {
+  const u = await threeSockets({ chatNode: NODE1, appNode: NODE2, guildNode: NODE1 });
+  const vaultId = `v${crypto.randomBytes(8).toString('hex')}`;
+  await admin('PUT', `/v1/rooms/vault/${vaultId}`, { title: 'Vault' });
+  await admin('PUT', `/v1/rooms/vault/${vaultId}/members/${u.id}`, { role: 'owner' });
+  const vault = await connect(`${NODE2}/vault`, u.jwt, { name: `${u.id}@vault` });
+  vault.emit('vault:join', vaultId);
+  assert.deepEqual(await waitFor(vault, 'vault:joined', () => true, DELIVERY_MS), { vaultId, role: 'owner' });
+
+  // An unscoped user event reaches all four; one named for /vault only the vault socket.
+  await publishToUser(u.id, 'custom:ping', { n: 'four' }, { node: NODE1 });
+  for (const s of [...u.all, vault]) await waitFor(s, 'custom:ping', (d) => d.n === 'four', DELIVERY_MS);
+  await publishToUser(u.id, 'custom:ping', { n: 'vault only' }, { namespace: '/vault', node: NODE2 });
+  await waitFor(vault, 'custom:ping', (d) => d.n === 'vault only', DELIVERY_MS);
+
+  // The owner's source event reaches the vault room, and no other namespace.
+  const source = { id: `src-${uuid()}`, title: 'paper.pdf', fileUrl: 'https://files.example/paper.pdf', vaultId };
+  u.chat.emit('source:created', { source }); // not an event of chat: ignored there
+  vault.emit('source:created', { source });
+  const created = await waitFor(vault, 'source:created', (p) => p.source.id === source.id, DELIVERY_MS);
+  assert.equal(created.actor.userId, u.id);
+  await sleep(QUIET_MS);
+  assert.equal(count(vault, 'source:created', (p) => p.source.id === source.id), 1, 'once, from the vault socket only');
+  for (const s of u.all) {
+    await expectNo(s, 'source:created', 0);
+    await expectNo(s, 'custom:ping', 0, (d) => d.n === 'vault only');
+  }
+  // And the vault socket hears nothing of the other contracts' connect-time events.
+  await expectNo(vault, 'notifications:ready', 0);
+
+  // The user's disconnect reaches every namespace.
+  const watches = [...u.all, vault].map((s) => watchDisconnect(s));
+  const res = await http('POST', `/v1/users/${enc(u.id)}/disconnect`, { body: { reason: 'all of them' }, node: NODE2 });
+  assert.ok(res.status >= 200 && res.status < 300, `disconnect → ${res.status} ${res.text}`);
+  await Promise.all(watches);
+  for (const s of [...u.all, vault]) assert.equal(s.connected, false, `${s.__name} disconnected`);
+});
