@@ -197,7 +197,7 @@ cat <<INFO
  Admin token: $ADMIN_TOKEN
  Dialects (namespace per contract; SWITCHBOARD_DIALECTS overrides, docs/dialects/):
    chat $GW/   app $GW/ws/app (JWT)   guild $GW/guild (connect.sid cookie: POST /v1/sessions)
-   vault $GW/vault (auth.token, or the next-auth.session-token cookie)
+   vault $GW/vault (auth.token, or the next-auth.session-token cookie)   tasks $GW/tasks (JWT)
 
  Mint a user token (admin API, JWT valid 1 h):
    curl -s -X POST $GW/v1/tokens \\

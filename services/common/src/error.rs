@@ -29,6 +29,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// An edit or delete after the allowed window.
     EditWindowExpired,
+    /// The socket has not joined the room it acts in (contracts that require a prior join).
+    NotJoined,
     /// A dependency (database, Redis, a service) is unreachable.
     Unavailable,
     /// Anything else: a bug or an unexpected failure. Never carries details to clients.
@@ -96,6 +98,12 @@ pub const TABLE: &[ErrorRow] = &[
         403,
     ),
     row(
+        ErrorCode::NotJoined,
+        "NOT_JOINED",
+        tonic::Code::FailedPrecondition,
+        409,
+    ),
+    row(
         ErrorCode::Unavailable,
         "UNAVAILABLE",
         tonic::Code::Unavailable,
@@ -144,6 +152,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "Too many requests",
             ErrorCode::PayloadTooLarge => "Payload too large",
             ErrorCode::EditWindowExpired => "Edit window expired",
+            ErrorCode::NotJoined => "Join the room first",
             ErrorCode::Unavailable => "Service unavailable",
             ErrorCode::Internal => "Internal error",
         }

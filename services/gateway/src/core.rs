@@ -879,6 +879,93 @@ impl Core {
         Ok(())
     }
 
+    /// The room of a message (NOT_FOUND when there is no such message).
+    pub async fn locate(&self, message_id: i64) -> Result<RoomKey, DomainError> {
+        let req = pmsg::LocateMessageRequest { message_id };
+        let r = self
+            .clients
+            .call(
+                "messages",
+                "Locate",
+                self.clients.messages.clone().locate(req),
+            )
+            .await?;
+        Ok(RoomKey::new(r.kind, r.id))
+    }
+
+    /// One message of a room (NOT_FOUND when it is not one of the room's).
+    pub async fn message(&self, room: &RoomKey, message_id: i64) -> Result<Message, DomainError> {
+        let req = pmsg::GetMessageRequest {
+            room: Some(room.to_proto()),
+            message_id,
+        };
+        let m = self
+            .clients
+            .call("messages", "Get", self.clients.messages.clone().get(req))
+            .await?;
+        Message::try_from(m)
+    }
+
+    /// How many distinct users have a socket in `room` of `namespace`, across the cluster: the
+    /// room's sockets (asked of every node through the adapter), matched against the presence
+    /// of the users who may be there (its members and its ancestors').
+    pub async fn users_in_room(
+        &self,
+        namespace: &str,
+        room: &RoomKey,
+    ) -> Result<usize, DomainError> {
+        let Some(op) = self.fanout.io().of(namespace) else {
+            return Ok(0);
+        };
+        let sockets: std::collections::HashSet<String> = op
+            .within(room.socket_room())
+            .fetch_sockets()
+            .await
+            .map_err(DomainError::unavailable)?
+            .iter()
+            .map(|s| s.data().id.to_string())
+            .collect();
+        if sockets.is_empty() {
+            return Ok(0);
+        }
+        let mut candidates = Vec::new();
+        let mut next = Some(room.clone());
+        // A room's chain of parents is short (a study's project); bounded all the same.
+        for _ in 0..8 {
+            let Some(r) = next.take() else { break };
+            let info = self.room(&r).await?;
+            candidates.extend(info.members.into_iter().map(|m| m.user_id));
+            next = info.parent;
+        }
+        candidates.sort();
+        candidates.dedup();
+        let mut count = 0;
+        for chunk in candidates.chunks(1_000) {
+            count += self
+                .presence_of(namespace, chunk.to_vec())
+                .await?
+                .iter()
+                .filter(|p| p.sockets.iter().any(|s| sockets.contains(&s.socket_id)))
+                .count();
+        }
+        Ok(count)
+    }
+
+    /// Fails with NOT_JOINED unless the socket has joined `room` (contracts that require a
+    /// prior join to act in a room).
+    pub fn require_joined(
+        &self,
+        socket: &socketioxide::extract::SocketRef<Adapter>,
+        room: &RoomKey,
+    ) -> Result<(), DomainError> {
+        let name = room.socket_room();
+        if socket.rooms().iter().any(|r| r == &name) {
+            Ok(())
+        } else {
+            Err(DomainError::of(ErrorCode::NotJoined))
+        }
+    }
+
     /// A user by id (NOT_FOUND when the application never described them).
     pub async fn user(&self, user_id: &str) -> Result<pm::User, DomainError> {
         let req = pm::GetUserRequest {

@@ -66,6 +66,9 @@ pub struct Gateway {
     pub redis: fred::prelude::Client,
     draining: AtomicBool,
     sockets: Mutex<HashMap<String, LocalSocket>>,
+    /// Sockets whose handshake was refused by a contract that says so after connecting, with
+    /// what they are told (taken by the connect handler right after the middleware).
+    refused: Mutex<HashMap<String, dialect::Emit>>,
     /// Limits the gRPC calls made in bulk behind the clients' backs (see
     /// [`BACKGROUND_CALLS_IN_FLIGHT`]).
     pub background_calls: tokio::sync::Semaphore,
@@ -276,19 +279,29 @@ async fn mount_dialect(
         let mount = auth_mount.clone();
         async move {
             let dialect = &mount.dialect;
-            if gw.is_draining() {
-                return Err(HandshakeRefused(dialect.refusal(AuthFailure::Unavailable)));
-            }
-            match gw.authenticate(&s, auth.ok(), dialect.credentials()).await {
+            let outcome = if gw.is_draining() {
+                Err(AuthFailure::Unavailable)
+            } else {
+                gw.authenticate(&s, auth.ok(), dialect.credentials()).await
+            };
+            match outcome {
                 Ok(identity) => {
                     gw.on_authenticated(&mount, &s, &identity).await;
                     Ok(())
                 }
                 Err(why) => {
                     tracing::info!(?why, dialect = dialect.name(), "handshake refused");
-                    let code = dialect.refusal(why);
-                    gw.metrics.error(code);
-                    Err(HandshakeRefused(code))
+                    gw.metrics.error(dialect.refusal(why));
+                    // Contracts that refuse with an event accept the connection, say why once
+                    // it is up, then disconnect (see the connect handler).
+                    if let Some(notice) = dialect.refusal_after_connect(why) {
+                        gw.refused
+                            .lock()
+                            .expect("refused handshakes")
+                            .insert(s.id.to_string(), notice);
+                        return Ok(());
+                    }
+                    Err(HandshakeRefused(dialect.refusal(why)))
                 }
             }
         }
@@ -300,6 +313,16 @@ async fn mount_dialect(
         let dialect = mount.dialect.clone();
         let gw = connect_gw.clone();
         async move {
+            let refused = gw
+                .refused
+                .lock()
+                .expect("refused handshakes")
+                .remove(&s.id.to_string());
+            if let Some(notice) = refused {
+                let _ = s.emit(notice.event, &notice.data);
+                s.disconnect().ok();
+                return;
+            }
             let user = gw
                 .sockets
                 .lock()
@@ -309,7 +332,7 @@ async fn mount_dialect(
             let Some(user) = user else {
                 return;
             };
-            for e in dialect.connected(&user) {
+            for e in dialect.connected(&gw.core, &user).await {
                 if let Err(err) = s.emit(e.event, &e.data) {
                     tracing::debug!(error = %err, event = e.event, "connect notice not sent");
                 }
@@ -377,6 +400,7 @@ pub async fn run(
         redis: redis_client,
         draining: AtomicBool::new(false),
         sockets: Mutex::new(HashMap::new()),
+        refused: Mutex::new(HashMap::new()),
         background_calls: tokio::sync::Semaphore::new(BACKGROUND_CALLS_IN_FLIGHT),
     });
     for m in mounts {

@@ -1,7 +1,7 @@
 //! The client contracts, end to end: the real npm `socket.io-client` (the JS suites in
 //! `tests/contract/<dialect>/`) against two gateway nodes of one cluster, every part a separate
 //! process, every dialect mounted at once (`chat` on `/`, `app` on `/ws/app`, `guild` on
-//! `/guild`, `vault` on `/vault`). One test function per contract document, so a failure names its contract.
+//! `/guild`, `vault` on `/vault`, `tasks` on `/tasks`). One test function per contract document, so a failure names its contract.
 //!
 //! Needs the workspace binaries (`cargo build --workspace --bins`), `npm ci` in
 //! `tests/contract/`, Postgres (`SWITCHBOARD_TEST_DATABASE_URL`), `redis-server`
@@ -42,6 +42,13 @@ fn guild_contract_000() {
 fn vault_contract_003() {
     let cluster = Cluster::start("vault_contract_003");
     cluster.run_suite(&suite_files("vault", every));
+}
+
+/// `tasks` (004) on `/tasks`.
+#[test]
+fn tasks_contract_004() {
+    let cluster = Cluster::start("tasks_contract_004");
+    cluster.run_suite(&suite_files("tasks", every));
 }
 
 /// Clients of every mounted dialect against one cluster at once: each gets only its own

@@ -140,6 +140,20 @@ impl Messages for MessagesService {
         Ok(Response::new(m.into()))
     }
 
+    async fn locate(
+        &self,
+        request: Request<pb::LocateMessageRequest>,
+    ) -> Result<Response<switchboard_proto::common::RoomRef>, Status> {
+        let id = request.into_inner().message_id;
+        if id <= 0 {
+            return Err(status(DomainError::validation(
+                "message_id must be a positive id",
+            )));
+        }
+        let room = self.store.locate(id).await.map_err(status)?;
+        Ok(Response::new(room.into()))
+    }
+
     async fn mark_read(
         &self,
         request: Request<pb::MarkReadRequest>,

@@ -304,6 +304,18 @@ impl Store {
             .ok_or_else(message_not_found)
     }
 
+    /// The room of a message (deleted ones included).
+    pub async fn locate(&self, message_id: i64) -> Result<RoomKey, DomainError> {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT room_kind, room_id FROM messages WHERE id = $1")
+                .bind(message_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error)?;
+        let (kind, id) = row.ok_or_else(message_not_found)?;
+        Ok(RoomKey::new(kind, id))
+    }
+
     /// Moves the `(room, user)` cursor forward to `message_id` (which must be a message of the
     /// room, deleted ones included; otherwise `NOT_FOUND`). Never moves it back. Answers whether
     /// it moved and the cursor after the call.

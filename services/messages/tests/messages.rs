@@ -894,6 +894,26 @@ async fn get_is_scoped_to_the_room() {
 }
 
 #[tokio::test]
+async fn locate_answers_a_messages_room() {
+    let h = start().await;
+    let a = h.room("study", "s1").await;
+    let m = h.text(&a, "u1", "hi").await;
+    let locate = |id| {
+        let mut client = h.client.clone();
+        async move {
+            client
+                .locate(pb::LocateMessageRequest { message_id: id })
+                .await
+                .map(|r| r.into_inner())
+                .map_err(DomainError::from)
+        }
+    };
+    assert_eq!(locate(m.id).await.unwrap(), a);
+    assert_eq!(code(locate(m.id + 1000).await), ErrorCode::NotFound);
+    assert_eq!(code(locate(0).await), ErrorCode::Validation);
+}
+
+#[tokio::test]
 async fn mark_read_only_moves_forward() {
     let h = start().await;
     let a = h.room("chat", "a").await;

@@ -18,6 +18,7 @@
 mod app;
 mod chat;
 mod guild;
+mod tasks;
 mod vault;
 
 use std::{future::Future, pin::Pin, sync::Arc};
@@ -40,6 +41,7 @@ const REGISTRY: &[(&str, Constructor)] = &[
     ("app", app::build),
     ("guild", guild::build),
     ("vault", vault::build),
+    ("tasks", tasks::build),
 ];
 
 type Constructor = fn() -> anyhow::Result<Arc<dyn Dialect>>;
@@ -94,8 +96,13 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     fn room_kinds(&self) -> &'static [&'static str];
     /// The handshake credentials it accepts.
     fn credentials(&self) -> Credentials;
-    /// The `connect_error` message of a refused handshake.
+    /// The `connect_error` message of a refused handshake (also its metrics code).
     fn refusal(&self, why: AuthFailure) -> &'static str;
+    /// For contracts that refuse a handshake with an event instead: the connection is accepted,
+    /// the socket hears this, then the server disconnects it.
+    fn refusal_after_connect(&self, _why: AuthFailure) -> Option<Emit> {
+        None
+    }
     /// Events whose JSON arguments exceed this many bytes are dropped and answered with
     /// [`Dialect::error`] of [`switchboard_common::ErrorCode::PayloadTooLarge`].
     fn inbound_cap(&self) -> Option<usize> {
@@ -106,9 +113,9 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     fn presence_ttl(&self) -> Option<std::time::Duration> {
         None
     }
-    /// Emits to a socket right after it connected.
-    fn connected(&self, _user_id: &str) -> Vec<Emit> {
-        vec![]
+    /// Emits to a socket right after it connected (may look the user up through the core).
+    fn connected<'a>(&'a self, _core: &'a Core, _user_id: &'a str) -> BoxFuture<'a, Vec<Emit>> {
+        Box::pin(async { vec![] })
     }
     /// The handler of `event`, or None when the contract has no such client event (the event
     /// then gets no answer at all).

@@ -126,11 +126,12 @@ impl Dialect for App {
         Some(self.presence_ttl)
     }
 
-    fn connected(&self, user_id: &str) -> Vec<Emit> {
-        vec![Emit {
+    fn connected<'a>(&'a self, _core: &'a Core, user_id: &'a str) -> BoxFuture<'a, Vec<Emit>> {
+        let ready = Emit {
             event: "notifications:ready",
             data: json!({ "message": "Notifications ready", "userId": user_id }),
-        }]
+        };
+        Box::pin(async move { vec![ready] })
     }
 
     fn handle(&self, cx: EventCx, event: &str, data: Value) -> Option<HandlerFuture> {

@@ -59,9 +59,10 @@ fn chat_room(chat_id: &str) -> String {
 /// This contract's `error` code for a domain error.
 fn code(e: ErrorCode) -> &'static str {
     match e {
-        ErrorCode::Validation | ErrorCode::Conflict | ErrorCode::PayloadTooLarge => {
-            "VALIDATION_ERROR"
-        }
+        ErrorCode::Validation
+        | ErrorCode::Conflict
+        | ErrorCode::PayloadTooLarge
+        | ErrorCode::NotJoined => "VALIDATION_ERROR",
         ErrorCode::Unauthorized | ErrorCode::TokenExpired => "UNAUTHORIZED",
         ErrorCode::Forbidden | ErrorCode::EditWindowExpired => "FORBIDDEN",
         ErrorCode::NotFound => "NOT_FOUND",

@@ -85,9 +85,10 @@ impl Dialect for Guild {
 
     fn error(&self, _event: &str, e: &DomainError, correlation_id: &str) -> Reply {
         let (event, code) = match e.code {
-            ErrorCode::Validation | ErrorCode::Conflict | ErrorCode::PayloadTooLarge => {
-                ("error:validation", "E_VALIDATION")
-            }
+            ErrorCode::Validation
+            | ErrorCode::Conflict
+            | ErrorCode::PayloadTooLarge
+            | ErrorCode::NotJoined => ("error:validation", "E_VALIDATION"),
             ErrorCode::RateLimited => ("error:validation", "E_RATE_LIMITED"),
             ErrorCode::Forbidden
             | ErrorCode::Unauthorized

@@ -110,9 +110,10 @@ impl Dialect for Vault {
             ErrorCode::Validation if e.message == "Invalid vault ID" => {
                 ("INVALID_VAULT_ID", e.message.as_str())
             }
-            ErrorCode::Validation | ErrorCode::Conflict | ErrorCode::PayloadTooLarge => {
-                ("VALIDATION_ERROR", "Invalid payload")
-            }
+            ErrorCode::Validation
+            | ErrorCode::Conflict
+            | ErrorCode::PayloadTooLarge
+            | ErrorCode::NotJoined => ("VALIDATION_ERROR", "Invalid payload"),
             ErrorCode::Forbidden | ErrorCode::NotFound
                 if e.message == "Insufficient permissions" =>
             {
