@@ -1,4 +1,4 @@
-// Several dialects in one cluster: one user (a numeric id, because guild renders ids as numbers)
+// Every dialect in one cluster: one user (a numeric id, because guild renders ids as numbers)
 // holds three sockets at once — chat on `/` (JWT in auth.token), app on `/ws/app` (JWT in
 // auth.token) and guild on `/guild` (the connect.sid cookie of a session). Each namespace speaks
 // only its own contract: user-room publishes go everywhere unless a namespace is named,
@@ -275,8 +275,14 @@ test('presence is per namespace: app presence:update about the user appears when
   assert.ok(chat.connected && guild.connected);
 });
 
-test('vault beside the others: a fourth socket gets unscoped user events, only vault events, and is disconnected with the rest', async () => {
+test('all five at once: vault and tasks sockets beside the others get unscoped user events, only their own events, and are disconnected with the rest', async () => {
   const u = await threeSockets({ chatNode: NODE1, appNode: NODE2, guildNode: NODE1 });
+  const tasks = await connect(`${NODE1}/tasks`, u.jwt, { name: `${u.id}@tasks` });
+  assert.equal(
+    (await waitFor(tasks, 'auth:success', () => true, DELIVERY_MS)).userId,
+    Number(u.id),
+    'tasks: auth:success names the user',
+  );
   const vaultId = `v${crypto.randomBytes(8).toString('hex')}`;
   await admin('PUT', `/v1/rooms/vault/${vaultId}`, { title: 'Vault' });
   await admin('PUT', `/v1/rooms/vault/${vaultId}/members/${u.id}`, { role: 'owner' });
@@ -286,7 +292,7 @@ test('vault beside the others: a fourth socket gets unscoped user events, only v
 
   // An unscoped user event reaches all four; one named for /vault only the vault socket.
   await publishToUser(u.id, 'custom:ping', { n: 'four' }, { node: NODE1 });
-  for (const s of [...u.all, vault]) await waitFor(s, 'custom:ping', (d) => d.n === 'four', DELIVERY_MS);
+  for (const s of [...u.all, vault, tasks]) await waitFor(s, 'custom:ping', (d) => d.n === 'four', DELIVERY_MS);
   await publishToUser(u.id, 'custom:ping', { n: 'vault only' }, { namespace: '/vault', node: NODE2 });
   await waitFor(vault, 'custom:ping', (d) => d.n === 'vault only', DELIVERY_MS);
 
@@ -298,17 +304,19 @@ test('vault beside the others: a fourth socket gets unscoped user events, only v
   assert.equal(created.actor.userId, u.id);
   await sleep(QUIET_MS);
   assert.equal(count(vault, 'source:created', (p) => p.source.id === source.id), 1, 'once, from the vault socket only');
-  for (const s of u.all) {
+  for (const s of [...u.all, tasks]) {
     await expectNo(s, 'source:created', 0);
     await expectNo(s, 'custom:ping', 0, (d) => d.n === 'vault only');
   }
-  // And the vault socket hears nothing of the other contracts' connect-time events.
+  // And each hears nothing of the other contracts' connect-time events.
   await expectNo(vault, 'notifications:ready', 0);
+  await expectNo(vault, 'auth:success', 0);
+  for (const s of u.all) await expectNo(s, 'auth:success', 0);
 
   // The user's disconnect reaches every namespace.
-  const watches = [...u.all, vault].map((s) => watchDisconnect(s));
+  const watches = [...u.all, vault, tasks].map((s) => watchDisconnect(s));
   const res = await http('POST', `/v1/users/${enc(u.id)}/disconnect`, { body: { reason: 'all of them' }, node: NODE2 });
   assert.ok(res.status >= 200 && res.status < 300, `disconnect → ${res.status} ${res.text}`);
   await Promise.all(watches);
-  for (const s of [...u.all, vault]) assert.equal(s.connected, false, `${s.__name} disconnected`);
+  for (const s of [...u.all, vault, tasks]) assert.equal(s.connected, false, `${s.__name} disconnected`);
 });
