@@ -45,12 +45,40 @@ pub(super) fn build() -> anyhow::Result<Arc<dyn Dialect>> {
             "PRESENCE_TTL_SECONDS",
             DEFAULT_PRESENCE_TTL_SECONDS,
         )?),
+        heartbeats: Arc::default(),
     }))
 }
 
 struct App {
     cap: usize,
     presence_ttl: Duration,
+    heartbeats: Arc<HeartbeatLimiter>,
+}
+
+/// At most one heartbeat snapshot per user per [`HEARTBEAT_BROADCAST_EVERY`] from this node:
+/// each one is a namespace-wide broadcast, so unthrottled heartbeats would let one client make
+/// every socket of the namespace busy. Heartbeats inside the interval still refresh presence.
+const HEARTBEAT_BROADCAST_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct HeartbeatLimiter(std::sync::Mutex<std::collections::HashMap<Arc<str>, std::time::Instant>>);
+
+impl HeartbeatLimiter {
+    /// Whether `user` may broadcast now (and, if so, remembers it did).
+    fn admit(&self, user: &Arc<str>) -> bool {
+        let now = std::time::Instant::now();
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if last.len() > 10_000 {
+            last.retain(|_, at| now.duration_since(*at) < HEARTBEAT_BROADCAST_EVERY);
+        }
+        match last.get(user) {
+            Some(at) if now.duration_since(*at) < HEARTBEAT_BROADCAST_EVERY => false,
+            _ => {
+                last.insert(user.clone(), now);
+                true
+            }
+        }
+    }
 }
 
 /// MessageDTO.
@@ -138,7 +166,7 @@ impl Dialect for App {
         let handler: HandlerFuture = match event {
             "conversations:join" => Box::pin(conversation_join(cx, data)),
             "conversations:leave" => Box::pin(conversation_leave(cx, data)),
-            "presence:heartbeat" => Box::pin(heartbeat(cx)),
+            "presence:heartbeat" => Box::pin(heartbeat(cx, self.heartbeats.clone())),
             _ => return None,
         };
         Some(handler)
@@ -263,16 +291,27 @@ async fn conversation_leave(cx: EventCx, v: Value) -> Result<Reply, DomainError>
 }
 
 /// The payload is ignored: refreshes the socket's presence and announces the user's snapshot.
-async fn heartbeat(cx: EventCx) -> Result<Reply, DomainError> {
+async fn heartbeat(cx: EventCx, limiter: Arc<HeartbeatLimiter>) -> Result<Reply, DomainError> {
     cx.gw.refresh_presence_of(&cx.socket).await;
-    let event = CoreEvent::PresenceHeartbeat { user_id: &cx.user };
-    cx.core().publish(Some(&cx.namespace), event).await;
+    if limiter.admit(&cx.user) {
+        let event = CoreEvent::PresenceHeartbeat { user_id: &cx.user };
+        cx.core().publish(Some(&cx.namespace), event).await;
+    }
     Ok(Reply::ack(json!({ "success": true })))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heartbeat_broadcasts_are_limited_per_user() {
+        let limiter = HeartbeatLimiter::default();
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        assert!(limiter.admit(&a));
+        assert!(!limiter.admit(&a), "a second one within the interval");
+        assert!(limiter.admit(&b), "another user is not held back");
+    }
 
     #[test]
     fn message_dto_has_the_decided_fields() {
