@@ -364,8 +364,19 @@ pub async fn run(
         .with_prefix(format!("{}socket.io", config.redis_prefix))
         .with_request_timeout(std::time::Duration::from_secs(2));
     let adapter = RedisAdapterCtr::new_with_fred_config(subscriber.clone(), adapter_config).await?;
+    // One cap for every way a packet arrives: long-polling bodies, WebSocket frames and
+    // messages. No contract uses binary attachments, so a packet announcing any is refused
+    // (and its connection closed) instead of buffering up to the library's 10,000.
+    let ws_cap = usize::try_from(config.max_payload_bytes).unwrap_or(usize::MAX);
     let (layer, io) = SocketIo::builder()
         .max_payload(config.max_payload_bytes)
+        .ws_max_message_size(ws_cap)
+        .ws_max_frame_size(ws_cap)
+        .with_parser(
+            socketioxide::ParserConfig::common()
+                .max_incoming_binaries(0)
+                .max_incoming_binary_buf_size(0),
+        )
         .ws_read_buffer_size(config.ws_read_buffer_bytes)
         .with_adapter::<Adapter>(adapter)
         .build_layer();
