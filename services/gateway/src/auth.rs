@@ -17,7 +17,7 @@ use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use switchboard_common::time_fmt;
 
 use crate::config::{Config, JwtAlgorithm};
@@ -43,6 +43,10 @@ pub enum AuthFailure {
 
 pub struct Authenticator {
     algorithm: Algorithm,
+    /// The JWT policy beyond the signature: issuer, audience, longest lifetime.
+    issuer: Option<String>,
+    audience: Option<String>,
+    max_age: Option<Duration>,
     decoding: DecodingKey,
     encoding: Option<EncodingKey>,
     session_secrets: Vec<String>,
@@ -56,6 +60,8 @@ pub struct Authenticator {
 #[derive(Deserialize)]
 struct Claims {
     sub: serde_json::Value,
+    exp: i64,
+    iat: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -63,6 +69,10 @@ struct MintClaims<'a> {
     sub: &'a str,
     iat: i64,
     exp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
 }
 
 /// A freshly created session.
@@ -113,6 +123,9 @@ impl Authenticator {
         };
         Ok(Self {
             algorithm,
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
+            max_age: config.jwt_max_age,
             decoding,
             encoding,
             session_secrets: config.session_secrets.clone(),
@@ -142,17 +155,47 @@ impl Authenticator {
 
     pub fn verify_jwt(&self, token: &str) -> Result<Identity, AuthFailure> {
         let mut validation = Validation::new(self.algorithm);
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
         validation.validate_exp = true;
+        validation.validate_nbf = true;
         validation.leeway = 0;
+        match &self.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
+            // An `aud` the gateway was not told to expect is not a reason to refuse.
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &self.issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        if self.max_age.is_some() {
+            required.push("iat");
+        }
+        validation.set_required_spec_claims(&required);
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthFailure::Expired,
                 _ => AuthFailure::Invalid,
             },
         )?;
+        // A token may not live longer than the configured maximum, nor claim to be issued in
+        // the future (so a long-lived token cannot be made to pass by its `iat`).
+        if let Some(max_age) = self.max_age {
+            let now = time_fmt::now_ms() / 1000;
+            let iat = data.claims.iat.ok_or(AuthFailure::Invalid)?;
+            if iat > now || data.claims.exp.saturating_sub(iat) > max_age.as_secs() as i64 {
+                return Err(AuthFailure::Invalid);
+            }
+        }
         let user_id = match data.claims.sub {
-            serde_json::Value::String(s) if !s.is_empty() && s.len() <= 256 => s,
+            serde_json::Value::String(s)
+                if switchboard_common::room::check_id("sub", &s).is_ok() =>
+            {
+                s
+            }
             serde_json::Value::Number(n) => n.to_string(),
             _ => return Err(AuthFailure::Invalid),
         };
@@ -169,10 +212,16 @@ impl Authenticator {
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("no JWT signing key configured"))?;
         let now = time_fmt::now_ms() / 1000;
+        let ttl = match self.max_age {
+            Some(max) => ttl.min(max),
+            None => ttl,
+        };
         let claims = MintClaims {
             sub: user_id,
             iat: now,
             exp: now + ttl.as_secs() as i64,
+            iss: self.issuer.as_deref(),
+            aud: self.audience.as_deref(),
         };
         Ok(jsonwebtoken::encode(
             &Header::new(self.algorithm),
@@ -415,11 +464,13 @@ fn random_session_id() -> String {
 
 /// Constant-time equality for secrets such as the admin token.
 pub fn secrets_equal(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    // Digests first: their length is fixed, so the time taken tells nothing about the secret's
+    // length either.
+    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 #[cfg(test)]
@@ -451,6 +502,59 @@ mod tests {
             .build()
             .expect("client");
         Authenticator::new(&config, redis).expect("authenticator")
+    }
+
+    #[test]
+    fn issuer_audience_and_lifetime_when_configured() {
+        let mut config = Config::from_env().expect("defaults are valid");
+        config.jwt_issuer = Some("https://issuer.example".into());
+        config.jwt_audience = Some("switchboard".into());
+        config.jwt_max_age = Some(Duration::from_secs(3600));
+        let redis = fred::prelude::Builder::default_centralized()
+            .build()
+            .expect("client");
+        let a = Authenticator::new(&config, redis).expect("authenticator");
+        let secret = config.jwt_secret.clone();
+        let now = time_fmt::now_ms() / 1000;
+        let hs256 = r#"{"alg":"HS256","typ":"JWT"}"#;
+        let token = |claims: serde_json::Value| encode(hs256, claims, secret.as_bytes());
+        let good = serde_json::json!({"sub": "u1", "iat": now, "exp": now + 60,
+            "iss": "https://issuer.example", "aud": "switchboard"});
+        assert_eq!(a.verify_jwt(&token(good.clone())).unwrap().user_id, "u1");
+        // Our own tokens carry what we require, within the longest lifetime.
+        let minted = a.mint_jwt("u2", Duration::from_secs(86_400)).unwrap();
+        assert_eq!(a.verify_jwt(&minted).unwrap().user_id, "u2");
+        for (field, value) in [
+            ("iss", serde_json::json!("https://other.example")),
+            ("aud", serde_json::json!("other-app")),
+            ("exp", serde_json::json!(now + 7200)),
+            ("iat", serde_json::json!(now + 30)),
+        ] {
+            let mut claims = good.clone();
+            claims[field] = value;
+            assert_eq!(
+                a.verify_jwt(&token(claims)),
+                Err(AuthFailure::Invalid),
+                "{field}"
+            );
+        }
+        for missing in ["iss", "aud", "iat"] {
+            let mut claims = good.clone();
+            claims.as_object_mut().unwrap().remove(missing);
+            assert_eq!(
+                a.verify_jwt(&token(claims)),
+                Err(AuthFailure::Invalid),
+                "{missing}"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_compare_by_content_only() {
+        assert!(secrets_equal("admin-token", "admin-token"));
+        assert!(!secrets_equal("admin-token", "admin-tokeN"));
+        assert!(!secrets_equal("admin-token", "admin"));
+        assert!(!secrets_equal("", "x"));
     }
 
     fn encode(header: &str, claims: serde_json::Value, key: &[u8]) -> String {
@@ -488,6 +592,26 @@ mod tests {
             b"another-secret",
         );
         assert_eq!(a.verify_jwt(&forged), Err(AuthFailure::Invalid));
+
+        // Not yet valid (`nbf` in the future) is refused; an `aud` nobody asked for is not.
+        let not_yet = encode(
+            hs256,
+            serde_json::json!({"sub": "u1", "exp": now + 60, "nbf": now + 30}),
+            secret.as_bytes(),
+        );
+        assert_eq!(a.verify_jwt(&not_yet), Err(AuthFailure::Invalid));
+        let with_aud = encode(
+            hs256,
+            serde_json::json!({"sub": "u1", "exp": now + 60, "aud": "some-app"}),
+            secret.as_bytes(),
+        );
+        assert_eq!(a.verify_jwt(&with_aud).unwrap().user_id, "u1");
+        let nul = encode(
+            hs256,
+            serde_json::json!({"sub": "u\u{0}", "exp": now + 60}),
+            secret.as_bytes(),
+        );
+        assert_eq!(a.verify_jwt(&nul), Err(AuthFailure::Invalid));
 
         // `alg: none` with an empty signature, and a different HMAC algorithm, are refused.
         let b64 = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.as_bytes());

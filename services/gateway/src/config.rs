@@ -39,6 +39,12 @@ pub struct Config {
     /// RS256/ES256: PEM public key (verification) and optional PEM private key (for `POST /v1/tokens`).
     pub jwt_public_key_pem: Option<String>,
     pub jwt_private_key_pem: Option<String>,
+    /// When set, JWTs must carry this `iss` (and the gateway's own carry it).
+    pub jwt_issuer: Option<String>,
+    /// When set, JWTs must carry this `aud`; when unset, an `aud` is not checked.
+    pub jwt_audience: Option<String>,
+    /// When set, JWTs must carry `iat` and live at most this long (`exp - iat`).
+    pub jwt_max_age: Option<Duration>,
     /// Secrets of the express-session signed cookie; the first signs, every one verifies (rotation).
     pub session_secrets: Vec<String>,
     pub session_cookie_name: String,
@@ -140,6 +146,9 @@ impl Config {
             jwt_secret: env_or("JWT_SECRET", DEV_JWT_SECRET.to_string())?,
             jwt_public_key_pem: read_pem("JWT_PUBLIC_KEY_FILE")?,
             jwt_private_key_pem: read_pem("JWT_PRIVATE_KEY_FILE")?,
+            jwt_issuer: env_opt("JWT_ISSUER")?,
+            jwt_audience: env_opt("JWT_AUDIENCE")?,
+            jwt_max_age: env_opt::<u64>("JWT_MAX_AGE_SECONDS")?.map(Duration::from_secs),
             session_secrets: list(env_or("SESSION_SECRET", DEV_SESSION_SECRET.to_string())?),
             session_cookie_name: env_or("SESSION_COOKIE", "connect.sid".to_string())?,
             session_prefix: env_or("SESSION_PREFIX", "sess:".to_string())?,
