@@ -71,6 +71,11 @@ pub struct Config {
     /// idle connection holds it (1 KiB: a chat event fits in one read; a larger frame grows it,
     /// and it stays grown).
     pub ws_read_buffer_bytes: usize,
+    /// Where uploaded files are kept: a local folder (the default, `.local/files`), or an
+    /// S3-compatible bucket (`s3://bucket`, with `SWITCHBOARD_FILES_S3_ENDPOINT` and the
+    /// standard `AWS_*` credentials) (`crate::files`).
+    pub files_url: String,
+    pub files_s3_endpoint: Option<String>,
     /// How long shutdown waits after telling clients to reconnect elsewhere.
     pub drain_grace: Duration,
     pub grpc_timeout: Duration,
@@ -165,6 +170,8 @@ impl Config {
             max_rooms_per_socket: env_or("MAX_ROOMS_PER_SOCKET", 200)?,
             max_payload_bytes: env_or("MAX_PAYLOAD_BYTES", 1_048_576)?,
             ws_read_buffer_bytes: env_or("WS_READ_BUFFER_BYTES", 1_024)?,
+            files_url: env_or("FILES_URL", ".local/files".to_string())?,
+            files_s3_endpoint: env_opt("FILES_S3_ENDPOINT")?,
             drain_grace: ms("DRAIN_GRACE_MS", 1_000)?,
             authz_cache_ttl: ms("AUTHZ_CACHE_MS", 30_000)?,
             grpc_timeout: ms("GRPC_TIMEOUT_MS", 5_000)?,

@@ -190,6 +190,17 @@ pub struct SendCommand {
     pub reply_to_id: Option<i64>,
     /// The socket that sent it, when a socket did (not the integration API).
     pub origin: Option<Origin>,
+    /// The uploaded file an image or file message refers to (its stored metadata).
+    pub file: Option<FileRef>,
+}
+
+/// An uploaded file as a message carries it.
+#[derive(Debug, Clone)]
+pub struct FileRef {
+    pub id: i64,
+    pub name: String,
+    pub size: i64,
+    pub mime_type: String,
 }
 
 /// A user's role in a room.
@@ -558,6 +569,7 @@ impl Core {
             self.check_rate(rule, &cmd.sender_id, &member).await?;
         }
         let origin = cmd.origin;
+        let file = cmd.file;
         let req = pmsg::SendRequest {
             room: Some(cmd.room.to_proto()),
             sender_id: cmd.sender_id,
@@ -565,10 +577,10 @@ impl Core {
             content: cmd.content,
             client_id: cmd.client_id,
             reply_to_id: cmd.reply_to_id,
-            file_id: None,
-            file_name: None,
-            file_size: None,
-            mime_type: None,
+            file_id: file.as_ref().map(|f| f.id),
+            file_name: file.as_ref().map(|f| f.name.clone()),
+            file_size: file.as_ref().map(|f| f.size),
+            mime_type: file.map(|f| f.mime_type),
         };
         let resp = self.sends.send(req).await?;
         let message = Message::try_from(resp.message)?;
@@ -877,6 +889,18 @@ impl Core {
             self.publish(Some(namespace), event).await;
         }
         Ok(())
+    }
+
+    /// An uploaded file and the rooms where it was sent (NOT_FOUND when there is none).
+    pub async fn file(&self, file_id: i64) -> Result<pmsg::File, DomainError> {
+        let req = pmsg::GetFileRequest { file_id };
+        self.clients
+            .call(
+                "messages",
+                "GetFile",
+                self.clients.messages.clone().get_file(req),
+            )
+            .await
     }
 
     /// The room of a message (NOT_FOUND when there is no such message).

@@ -13,6 +13,7 @@ pub(crate) mod core;
 pub(crate) mod dialect;
 pub(crate) mod events;
 pub(crate) mod fanout;
+pub(crate) mod files;
 pub(crate) mod head;
 pub(crate) mod http;
 pub(crate) mod metrics;
@@ -64,6 +65,7 @@ pub struct Gateway {
     pub auth: Authenticator,
     pub metrics: Arc<Metrics>,
     pub redis: fred::prelude::Client,
+    pub(crate) files: files::FileStore,
     draining: AtomicBool,
     sockets: Mutex<HashMap<String, LocalSocket>>,
     /// Sockets whose handshake was refused by a contract that says so after connecting, with
@@ -409,6 +411,7 @@ pub async fn run(
         auth,
         metrics,
         redis: redis_client,
+        files: files::FileStore::open(&config)?,
         draining: AtomicBool::new(false),
         sockets: Mutex::new(HashMap::new()),
         refused: Mutex::new(HashMap::new()),

@@ -154,6 +154,53 @@ impl Messages for MessagesService {
         Ok(Response::new(room.into()))
     }
 
+    async fn create_file(
+        &self,
+        request: Request<pb::CreateFileRequest>,
+    ) -> Result<Response<pb::File>, Status> {
+        let r = request.into_inner();
+        switchboard_common::room::check_id("uploader_id", &r.uploader_id).map_err(status)?;
+        let text = |what: &str, v: &str| {
+            if v.is_empty() || switchboard_common::room::exceeds_chars(v, 1024) || v.contains('\0')
+            {
+                Err(status(DomainError::validation(format!(
+                    "{what} must be 1-1024 characters"
+                ))))
+            } else {
+                Ok(())
+            }
+        };
+        text("file_name", &r.file_name)?;
+        text("mime_type", &r.mime_type)?;
+        text("storage_key", &r.storage_key)?;
+        if r.file_size < 0 {
+            return Err(status(DomainError::validation(
+                "file_size must not be negative",
+            )));
+        }
+        let f = crate::store::NewFile {
+            uploader_id: r.uploader_id,
+            file_name: r.file_name,
+            file_size: r.file_size,
+            mime_type: r.mime_type,
+            storage_key: r.storage_key,
+        };
+        let f = self.store.create_file(&f).await.map_err(status)?;
+        Ok(Response::new(file_proto(f)))
+    }
+
+    async fn get_file(
+        &self,
+        request: Request<pb::GetFileRequest>,
+    ) -> Result<Response<pb::File>, Status> {
+        let id = request.into_inner().file_id;
+        if id <= 0 {
+            return Err(status(DomainError::not_found("File not found")));
+        }
+        let f = self.store.get_file(id).await.map_err(status)?;
+        Ok(Response::new(file_proto(f)))
+    }
+
     async fn mark_read(
         &self,
         request: Request<pb::MarkReadRequest>,
@@ -222,5 +269,18 @@ impl Messages for MessagesService {
         let ids = model::delivered_ids(request.into_inner()).map_err(status)?;
         self.store.mark_delivered(&ids).await.map_err(status)?;
         Ok(Response::new(pb::MarkDeliveredResponse {}))
+    }
+}
+
+fn file_proto(f: crate::store::StoredFile) -> pb::File {
+    pb::File {
+        id: f.id,
+        uploader_id: f.file.uploader_id,
+        file_name: f.file.file_name,
+        file_size: f.file.file_size,
+        mime_type: f.file.mime_type,
+        storage_key: f.file.storage_key,
+        created_at_ms: to_ms(f.created_at),
+        rooms: f.rooms.into_iter().map(Into::into).collect(),
     }
 }

@@ -4,6 +4,25 @@
 use sqlx::{PgPool, Postgres, Transaction};
 use switchboard_common::{DomainError, ErrorCode, RoomKey};
 
+/// An uploaded file's metadata, as the files API records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewFile {
+    pub uploader_id: String,
+    pub file_name: String,
+    pub file_size: i64,
+    pub mime_type: String,
+    pub storage_key: String,
+}
+
+/// A recorded file, with the rooms of the messages that refer to it.
+#[derive(Debug, Clone)]
+pub struct StoredFile {
+    pub id: i64,
+    pub file: NewFile,
+    pub created_at: time::OffsetDateTime,
+    pub rooms: Vec<RoomKey>,
+}
+
 use crate::model::{
     Claim, Cursor, FileFields, HistoryPage, HistoryQuery, MarkRead, MessageDelete, MessageEdit,
     MessageGet, NewMessage, OutboxEntry, ReceiptsQuery, Sent, StoredMessage,
@@ -302,6 +321,70 @@ impl Store {
             .await
             .map_err(db_error)?
             .ok_or_else(message_not_found)
+    }
+
+    /// Records an uploaded file whose object is stored.
+    pub async fn create_file(&self, f: &NewFile) -> Result<StoredFile, DomainError> {
+        let (id, created_at): (i64, time::OffsetDateTime) = sqlx::query_as(
+            "INSERT INTO files (uploader_id, file_name, file_size, mime_type, storage_key) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING id, created_at",
+        )
+        .bind(&f.uploader_id)
+        .bind(&f.file_name)
+        .bind(f.file_size)
+        .bind(&f.mime_type)
+        .bind(&f.storage_key)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(StoredFile {
+            id,
+            file: f.clone(),
+            created_at,
+            rooms: vec![],
+        })
+    }
+
+    /// An uploaded file and the rooms of the messages that refer to it.
+    pub async fn get_file(&self, id: i64) -> Result<StoredFile, DomainError> {
+        let row: Option<(
+            String,
+            String,
+            i64,
+            String,
+            Option<String>,
+            time::OffsetDateTime,
+        )> = sqlx::query_as(
+            "SELECT uploader_id, file_name, file_size, mime_type, storage_key, created_at \
+                 FROM files WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let (uploader_id, file_name, file_size, mime_type, storage_key, created_at) =
+            row.ok_or_else(|| DomainError::not_found("File not found"))?;
+        let rooms: Vec<(String, String)> =
+            sqlx::query_as("SELECT DISTINCT room_kind, room_id FROM messages WHERE file_id = $1")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_error)?;
+        Ok(StoredFile {
+            id,
+            file: NewFile {
+                uploader_id,
+                file_name,
+                file_size,
+                mime_type,
+                storage_key: storage_key.unwrap_or_default(),
+            },
+            created_at,
+            rooms: rooms
+                .into_iter()
+                .map(|(kind, id)| RoomKey::new(kind, id))
+                .collect(),
+        })
     }
 
     /// The room of a message (deleted ones included).

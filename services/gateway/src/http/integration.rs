@@ -362,6 +362,7 @@ async fn post_message(
         client_id: b.client_id,
         reply_to_id: b.reply_to_id,
         origin: None,
+        file: None,
     };
     // Messages posted here do not count toward the sender's rate window.
     let sent = gw.core.send(cmd, None).await?;

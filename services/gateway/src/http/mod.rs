@@ -3,6 +3,7 @@
 //! `{ error, message, correlationId }` with the status from the error-code table, JSON bodies,
 //! callers (admin token or a user's own credential), CORS and a span per request.
 
+mod files;
 mod integration;
 mod ops;
 
@@ -106,7 +107,9 @@ pub fn cors(config: &crate::Config) -> tower_http::cors::CorsLayer {
 }
 
 pub fn router(gw: Arc<Gateway>) -> Router {
-    let mut routes = integration::routes(gw.clone()).merge(ops::routes());
+    let mut routes = integration::routes(gw.clone())
+        .merge(files::routes())
+        .merge(ops::routes());
     for m in gw.core.mounts() {
         if let Some(own) = m.dialect.routes() {
             routes = routes.merge(own);
@@ -163,9 +166,26 @@ pub(crate) async fn caller(
     let result = match bearer(headers) {
         Some(token) => gw.auth.verify_token(token).await,
         None => {
-            gw.auth
-                .verify_cookie(h(header::COOKIE), h(header::ORIGIN))
+            // The cookies the mounted dialects accept that carry a session token, then the
+            // signed session cookie.
+            let names: Vec<&str> = gw
+                .core
+                .mounts()
+                .iter()
+                .flat_map(|m| m.dialect.credentials().token_cookies.iter().copied())
+                .collect();
+            match gw
+                .auth
+                .verify_token_cookie(h(header::COOKIE), h(header::ORIGIN), &names)
                 .await
+            {
+                Err(AuthFailure::Missing) => {
+                    gw.auth
+                        .verify_cookie(h(header::COOKIE), h(header::ORIGIN))
+                        .await
+                }
+                other => other,
+            }
         }
     };
     match result {

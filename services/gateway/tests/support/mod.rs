@@ -281,6 +281,11 @@ impl Cluster {
                 // The app dialect's presence TTL (the document's variable), as short as the
                 // presence service's, so a dead node's app users expire as quickly.
                 ("PRESENCE_TTL_SECONDS", "2".to_string()),
+                // Both nodes share one folder of uploads (a cluster shares a bucket).
+                (
+                    "SWITCHBOARD_FILES_URL",
+                    cluster.dir.join("files").display().to_string(),
+                ),
             ];
             let pid = cluster.spawn(node, &gateway_bin, &[], &env);
             gateway_ports.push((node, port, pid));
@@ -390,6 +395,7 @@ impl Cluster {
                 self.database_url.as_deref().unwrap_or_default(),
             )
             .env("SB_TEMP_DIR", &self.dir)
+            .env("SB_FILES_DIR", self.dir.join("files"))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))

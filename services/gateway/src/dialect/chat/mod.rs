@@ -308,6 +308,7 @@ async fn message_send(
         client_id: Some(client_id.clone()),
         reply_to_id: None,
         origin: Some(cx.origin()),
+        file: None,
     };
     let sent = cx.core().send(cmd, Some(&settings.rate)).await?;
     Ok(ok(Some(

@@ -312,6 +312,7 @@ async fn message_create(cx: EventCx, v: Value, rate: Arc<RateRule>) -> Result<Re
         client_id: None,
         reply_to_id: None,
         origin: Some(cx.origin()),
+        file: None,
     };
     let sent = cx.core().send(cmd, Some(&rate)).await?;
     let name = username(cx.core(), &cx.user).await;

@@ -19,7 +19,7 @@ use switchboard_common::{
 use super::{BoxFuture, Dialect, Emit, HandlerFuture, Reply, numeric_json};
 use crate::{
     auth::{AuthFailure, Credentials},
-    core::{Core, CoreEvent, Message, MessageEvent, RateRule, SendCommand, user_room},
+    core::{Core, CoreEvent, FileRef, Message, MessageEvent, RateRule, SendCommand, user_room},
     events::EventCx,
     fanout::Emission,
 };
@@ -424,20 +424,16 @@ async fn message_send(cx: EventCx, v: Value, rate: Arc<RateRule>) -> Result<Repl
     let room = room_of(o, "roomType", "roomId")?;
     let kind = match o.get("type") {
         None | Some(Value::Null) => "text",
-        Some(Value::String(t)) if t == "text" => "text",
-        Some(Value::String(t)) if t == "image" || t == "file" => {
-            return Err(DomainError::validation(
-                "image and file messages need an uploaded file (POST /v1/files)",
-            ));
-        }
+        Some(Value::String(t)) if t == "text" || t == "image" || t == "file" => t.as_str(),
         _ => {
             return Err(DomainError::validation(
                 "type must be 'text', 'image' or 'file'",
             ));
         }
     };
+    // Image and file messages may have empty content (a caption is optional).
     let content = match o.get("content") {
-        Some(Value::String(s)) if s.is_empty() => {
+        Some(Value::String(s)) if s.is_empty() && kind == "text" => {
             return Err(DomainError::validation("content must not be empty"));
         }
         Some(Value::String(s)) if exceeds_chars(s, MAX_CONTENT_CHARS) => {
@@ -449,8 +445,24 @@ async fn message_send(cx: EventCx, v: Value, rate: Arc<RateRule>) -> Result<Repl
             return Err(DomainError::validation("content must not contain NUL"));
         }
         Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) if kind != "text" => String::new(),
         Some(_) => return Err(DomainError::validation("content must be a string")),
         None => return Err(DomainError::validation("content is required")),
+    };
+    let file_id = match (kind, o.get("fileId")) {
+        ("text", _) => None,
+        (_, None | Some(Value::Null)) => {
+            return Err(DomainError::validation(
+                "image and file messages need the fileId of an uploaded file",
+            ));
+        }
+        (_, Some(v)) => Some(
+            numeric_id(Some(v), "fileId")?
+                .parse::<i64>()
+                .ok()
+                .filter(|id| *id > 0)
+                .ok_or_else(|| DomainError::validation("fileId must be a positive integer"))?,
+        ),
     };
     let reply_to_id = match o.get("replyToId") {
         None | Some(Value::Null) => None,
@@ -463,6 +475,30 @@ async fn message_send(cx: EventCx, v: Value, rate: Arc<RateRule>) -> Result<Repl
         ),
     };
     cx.core().require_joined(&cx.socket, &room)?;
+    // The file's name, size and type come from the stored file, which must be the sender's.
+    let file = match file_id {
+        Some(id) => {
+            let f = cx.core().file(id).await.map_err(|e| match e.code {
+                ErrorCode::NotFound => DomainError::not_found("File not found"),
+                _ => e,
+            })?;
+            if f.uploader_id != *cx.user {
+                return Err(DomainError::not_found("File not found"));
+            }
+            if kind == "image" && !crate::files::is_image(&f.mime_type, &f.file_name) {
+                return Err(DomainError::validation(
+                    "an image message needs an image file (jpg, png, gif, webp)",
+                ));
+            }
+            Some(FileRef {
+                id: f.id,
+                name: f.file_name,
+                size: f.file_size,
+                mime_type: f.mime_type,
+            })
+        }
+        None => None,
+    };
     if let Some(parent) = reply_to_id {
         // A reply names a message of the same room.
         cx.core()
@@ -478,6 +514,7 @@ async fn message_send(cx: EventCx, v: Value, rate: Arc<RateRule>) -> Result<Repl
         client_id: None,
         reply_to_id,
         origin: Some(cx.origin()),
+        file,
     };
     let sent = cx.core().send(cmd, Some(&rate)).await?;
     Ok(Reply::ack(

@@ -1,7 +1,7 @@
 // tasks (004) refusals of message:send and malformed payloads: every `error` is exactly
 // { message, code, correlationId } (a 32-hex trace id); no prior room:join → NOT_JOINED; bad
 // content, roomType, or a payload that is not an object → VALIDATION_ERROR; image and file
-// messages are refused with VALIDATION_ERROR until the files API exists. Nothing is stored or
+// messages without a file of the sender's are refused (files.test.mjs has the rest). Nothing is stored or
 // broadcast on a refusal, and malformed payloads never disconnect the socket or disturb others.
 
 import assert from 'node:assert/strict';
@@ -78,13 +78,13 @@ test('invalid message:send payloads get VALIDATION_ERROR; nothing stored or broa
   await sendMessage(a, 'project', projectId, `${tag} valid after all`); // the socket still works
 });
 
-test('image and file messages are refused with VALIDATION_ERROR for now (a fileId of nobody\'s file)', async () => {
+test('image and file messages need an uploaded file of the sender: none is VALIDATION_ERROR, nobody\'s is NOT_FOUND', async () => {
   const { projectId, a, b } = await scene();
   const tag = `file${nonce()}`;
   const fromB = mark(b);
   const fileMeta = { fileId: 987654321, fileName: 'photo.png', fileSize: 1234, mimeType: 'image/png' };
-  await expectError(a, 'VALIDATION_ERROR', 'message:send', { roomType: 'project', roomId: projectId, type: 'image', content: `${tag} i`, ...fileMeta });
-  await expectError(a, 'VALIDATION_ERROR', 'message:send', {
+  await expectError(a, 'NOT_FOUND', 'message:send', { roomType: 'project', roomId: projectId, type: 'image', content: `${tag} i`, ...fileMeta });
+  await expectError(a, 'NOT_FOUND', 'message:send', {
     roomType: 'project',
     roomId: projectId,
     type: 'file',
