@@ -34,9 +34,10 @@ migrate: ## apply migrations/ to SWITCHBOARD_DATABASE_URL
 	scripts/ensure-postgres.sh
 	cargo run --release --bin switchboard-migrate
 
-test-deps: ## Postgres + Redis for tests, and the contract tests' npm packages
+test-deps: ## Postgres + Redis for tests, moto (an S3 server) and the contract tests' npm packages
 	SWITCHBOARD_DATABASE_URL="$(SWITCHBOARD_TEST_DATABASE_URL)" scripts/ensure-postgres.sh
 	SWITCHBOARD_REDIS_URL="$(SWITCHBOARD_TEST_REDIS_URL)" scripts/ensure-redis.sh
+	scripts/ensure-moto.sh
 	@if [[ -f $(CONTRACT_DIR)/package.json ]]; then \
 		cd $(CONTRACT_DIR); \
 		if [[ -f package-lock.json ]]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi; \

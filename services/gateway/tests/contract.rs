@@ -10,7 +10,7 @@
 
 mod support;
 
-use support::{Cluster, suite_files};
+use support::{Cluster, Files, suite_files};
 
 fn every(_: &str) -> bool {
     true
@@ -49,6 +49,15 @@ fn vault_contract_003() {
 fn tasks_contract_004() {
     let cluster = Cluster::start("tasks_contract_004");
     cluster.run_suite(&suite_files("tasks", every));
+}
+
+/// The files API against the S3 backend: a real S3 API (`moto_server`, installed by
+/// `scripts/ensure-moto.sh`) instead of the default folder; the same uploads, limits and
+/// downloads as `tasks_contract_004` runs on the folder.
+#[test]
+fn files_on_s3() {
+    let cluster = Cluster::start_with("files_on_s3", Files::S3);
+    cluster.run_suite(&suite_files("tasks", |name| name == "files.test.mjs"));
 }
 
 /// Clients of every mounted dialect against one cluster at once: each gets only its own

@@ -52,7 +52,27 @@ pub struct Cluster {
     redis_bin: String,
     redis_port: u16,
     rust_log: String,
+    files: Files,
     pub gateways: Vec<Gateway>,
+}
+
+/// Where a cluster's gateways keep uploaded files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Files {
+    /// A local folder both nodes share (the default backend).
+    Folder,
+    /// A bucket of a private `moto_server` (the S3 backend, against a real S3 API).
+    S3,
+}
+
+const S3_BUCKET: &str = "sb-files";
+
+/// `.local/venv-moto/bin/moto_server` of the repository (`scripts/ensure-moto.sh` installs it).
+fn default_moto_server() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.local/venv-moto/bin/moto_server")
+        .display()
+        .to_string()
 }
 
 /// `target/<profile>/<name>`: the workspace binaries sit next to the gateway's.
@@ -113,13 +133,19 @@ fn tail(path: &Path, n: usize) -> String {
 
 /// `GET path` over plain HTTP/1.1; the status code, if anything answered.
 fn http_status(port: u16, path: &str) -> Option<u16> {
+    http_request(port, "GET", path)
+}
+
+/// `METHOD path` (no body) over plain HTTP/1.1; the status code, if anything answered.
+fn http_request(port: u16, method: &str, path: &str) -> Option<u16> {
     let mut stream = TcpStream::connect_timeout(&addr(port), Duration::from_secs(1)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
     stream
         .set_write_timeout(Some(Duration::from_secs(3)))
         .ok()?;
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).ok()?;
     let mut head = [0u8; 64];
     let mut read = 0;
@@ -162,6 +188,11 @@ fn database_name(url: &str) -> Option<&str> {
 impl Cluster {
     /// Starts a complete cluster for the test function `test`, waiting until every part is ready.
     pub fn start(test: &str) -> Cluster {
+        Cluster::start_with(test, Files::Folder)
+    }
+
+    /// Starts a cluster whose gateways keep uploads in `files`.
+    pub fn start_with(test: &str, files: Files) -> Cluster {
         // Fail fast, before anything is started, when the workspace binaries were not built.
         let gateway_bin = workspace_bin("gateway");
         let membership_bin = workspace_bin("membership");
@@ -181,6 +212,7 @@ impl Cluster {
             redis_bin: env_or("SWITCHBOARD_TEST_REDIS_SERVER", "redis-server"),
             redis_port: free_port(),
             rust_log: env_or("SWITCHBOARD_TEST_RUST_LOG", "warn"),
+            files: Files::Folder,
             gateways: Vec::new(),
         };
         eprintln!("[{test}] cluster files in {}", cluster.dir.display());
@@ -261,6 +293,45 @@ impl Cluster {
             format!("http://127.0.0.1:{port}")
         };
 
+        // The files store: a folder both nodes share, or a bucket of a private S3 server.
+        let files_env: Vec<(&str, String)> = match files {
+            Files::Folder => vec![(
+                "SWITCHBOARD_FILES_URL",
+                cluster.dir.join("files").display().to_string(),
+            )],
+            Files::S3 => {
+                let port = free_port();
+                let moto = default_moto_server();
+                let moto_bin = env_or("SWITCHBOARD_TEST_MOTO_SERVER", &moto);
+                let port_arg = port.to_string();
+                cluster.spawn(
+                    "s3",
+                    Path::new(&moto_bin),
+                    &["-H", "127.0.0.1", "-p", &port_arg],
+                    &[],
+                );
+                cluster.wait_until("s3", || {
+                    TcpStream::connect_timeout(&addr(port), Duration::from_millis(300)).is_ok()
+                });
+                assert_eq!(
+                    http_request(port, "PUT", &format!("/{S3_BUCKET}")),
+                    Some(200),
+                    "creating the test bucket"
+                );
+                vec![
+                    ("SWITCHBOARD_FILES_URL", format!("s3://{S3_BUCKET}")),
+                    (
+                        "SWITCHBOARD_FILES_S3_ENDPOINT",
+                        format!("http://127.0.0.1:{port}"),
+                    ),
+                    ("AWS_ACCESS_KEY_ID", "test".to_string()),
+                    ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+                    ("AWS_REGION", "us-east-1".to_string()),
+                ]
+            }
+        };
+        cluster.files = files;
+
         // Two gateway nodes of one cluster.
         let mut gateway_ports = Vec::new();
         for node in ["gw-a", "gw-b"] {
@@ -281,12 +352,9 @@ impl Cluster {
                 // The app dialect's presence TTL (the document's variable), as short as the
                 // presence service's, so a dead node's app users expire as quickly.
                 ("PRESENCE_TTL_SECONDS", "2".to_string()),
-                // Both nodes share one folder of uploads (a cluster shares a bucket).
-                (
-                    "SWITCHBOARD_FILES_URL",
-                    cluster.dir.join("files").display().to_string(),
-                ),
             ];
+            let mut env = env;
+            env.extend(files_env.iter().cloned());
             let pid = cluster.spawn(node, &gateway_bin, &[], &env);
             gateway_ports.push((node, port, pid));
         }
@@ -395,7 +463,13 @@ impl Cluster {
                 self.database_url.as_deref().unwrap_or_default(),
             )
             .env("SB_TEMP_DIR", &self.dir)
-            .env("SB_FILES_DIR", self.dir.join("files"))
+            .env(
+                "SB_FILES_DIR",
+                match self.files {
+                    Files::Folder => self.dir.join("files").display().to_string(),
+                    Files::S3 => String::new(),
+                },
+            )
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
