@@ -7,8 +7,9 @@
 //! - membership roles: non-empty, at most 64 characters;
 //! - actions: a known permission name (see [`crate::roles::Permission`]);
 //! - a missing `RoomRef` where one is required is a validation error;
-//! - free-text fields (first/last name, the user's application role, room title and type) are
-//!   stored as given.
+//! - free-text fields are stored as given, within bounds (code points, no NUL): first and last
+//!   name [`MAX_NAME_CHARS`], the user's application role and the room type [`MAX_ROLE_LEN`],
+//!   the room title [`MAX_TITLE_CHARS`]; they are broadcast to clients, so they are bounded.
 
 use switchboard_common::{
     DomainError, RoomKey,
@@ -30,6 +31,24 @@ fn bounded(field: &str, value: String, max: usize) -> Result<String, DomainError
         )));
     }
     Ok(value)
+}
+
+/// The longest first or last name.
+pub const MAX_NAME_CHARS: usize = 256;
+/// The longest room title.
+pub const MAX_TITLE_CHARS: usize = 1_024;
+
+/// An optional free-text field: at most `max` code points, without NUL.
+fn text(field: &str, value: Option<String>, max: usize) -> Result<Option<String>, DomainError> {
+    match value {
+        Some(v) if exceeds_chars(&v, max) => Err(DomainError::validation(format!(
+            "{field} is longer than {max} characters"
+        ))),
+        Some(v) if v.contains('\0') => Err(DomainError::validation(format!(
+            "{field} must not contain NUL"
+        ))),
+        other => Ok(other),
+    }
 }
 
 /// Validates an id (or username): see [`switchboard_common::room::check_id`].
@@ -67,9 +86,9 @@ impl TryFrom<pb::User> for User {
         Ok(User {
             id: id("id", u.id)?,
             username: id("username", u.username)?,
-            first_name: u.first_name,
-            last_name: u.last_name,
-            role: u.role,
+            first_name: text("first_name", u.first_name, MAX_NAME_CHARS)?,
+            last_name: text("last_name", u.last_name, MAX_NAME_CHARS)?,
+            role: text("role", u.role, MAX_ROLE_LEN)?,
         })
     }
 }
@@ -106,8 +125,8 @@ impl TryFrom<pb::UpsertRoomRequest> for RoomUpsert {
                 .parent
                 .map(|p| RoomKey::parse("parent", p.kind, p.id))
                 .transpose()?,
-            title: r.title,
-            room_type: r.r#type,
+            title: text("title", r.title, MAX_TITLE_CHARS)?,
+            room_type: text("type", r.r#type, MAX_ROLE_LEN)?,
             created_by: r.created_by.map(|c| id("created_by", c)).transpose()?,
         })
     }
@@ -271,6 +290,29 @@ mod tests {
             kind: kind.into(),
             id: id.into(),
         }
+    }
+
+    #[test]
+    fn free_text_is_bounded() {
+        let user = |first: &str| pb::User {
+            id: "u".into(),
+            username: "u".into(),
+            first_name: Some(first.into()),
+            last_name: None,
+            role: None,
+        };
+        assert!(User::try_from(user(&"é".repeat(MAX_NAME_CHARS))).is_ok());
+        assert!(User::try_from(user(&"é".repeat(MAX_NAME_CHARS + 1))).is_err());
+        assert!(User::try_from(user("a\0b")).is_err());
+        let room = |title: String| pb::UpsertRoomRequest {
+            room: Some(rr("chat", "c")),
+            parent: None,
+            title: Some(title),
+            r#type: None,
+            created_by: None,
+        };
+        assert!(RoomUpsert::try_from(room("t".repeat(MAX_TITLE_CHARS))).is_ok());
+        assert!(RoomUpsert::try_from(room("t".repeat(1_900_000))).is_err());
     }
 
     #[test]
