@@ -56,7 +56,15 @@ pub fn init(service_name: &'static str) -> anyhow::Result<TelemetryGuard> {
     global::set_tracer_provider(provider.clone());
     let tracer = provider.tracer(service_name);
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        // At debug, socketioxide's client logs every packet and each handshake's `auth` object,
+        // tokens included: never below info, whatever RUST_LOG says.
+        .add_directive(
+            "socketioxide::client=info"
+                .parse()
+                .expect("a valid filter directive"),
+        );
     let json = std::env::var("SWITCHBOARD_LOG_FORMAT").is_ok_and(|v| v == "json");
     let registry = tracing_subscriber::registry()
         .with(filter)
@@ -161,9 +169,13 @@ pub fn grpc_server_span<B>(req: &http::Request<B>) -> tracing::Span {
 }
 
 /// The span of one incoming HTTP request, a child of the caller's trace when it sent one.
-pub fn http_server_span<B>(req: &http::Request<B>) -> tracing::Span {
+///
+/// `route` names the request in the span: the route's template (`/v1/sessions/{token}`) where
+/// the caller knows it, so that secrets carried in paths stay out of traces and logs.
+pub fn http_server_span<B>(req: &http::Request<B>, route: &str) -> tracing::Span {
     let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
-    let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), otel.kind = "server");
+    let span =
+        tracing::info_span!("http", method = %req.method(), path = %route, otel.kind = "server");
     let _ = span.set_parent(parent);
     span
 }

@@ -122,7 +122,13 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 
 /// Each request in its own span (a child of the caller's trace when it sent one).
 async fn trace_request(req: Request, next: Next) -> Response {
-    let span = telemetry::http_server_span(&req);
+    // The route's template, not the path: `DELETE /v1/sessions/{token}` carries a secret.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("(unmatched)", |p| p.as_str())
+        .to_string();
+    let span = telemetry::http_server_span(&req, &route);
     next.run(req).instrument(span).await
 }
 
