@@ -59,9 +59,9 @@ pub fn init(service_name: &'static str) -> anyhow::Result<TelemetryGuard> {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info"))
         // At debug, socketioxide's client logs every packet and each handshake's `auth` object,
-        // tokens included: never below info, whatever RUST_LOG says.
+        // tokens included: held at warn whatever RUST_LOG says.
         .add_directive(
-            "socketioxide::client=info"
+            "socketioxide::client=warn"
                 .parse()
                 .expect("a valid filter directive"),
         );
