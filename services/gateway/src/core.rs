@@ -286,6 +286,35 @@ pub struct RateRule {
     pub window_ms: u64,
 }
 
+impl RateRule {
+    /// A dialect's limit: `default_limit` sends per `default_window_ms`, overridable with
+    /// `SWITCHBOARD_<NAME>_RATE_LIMIT` and `SWITCHBOARD_<NAME>_RATE_WINDOW_MS`, both positive.
+    pub fn from_env(
+        name: &'static str,
+        default_limit: u32,
+        default_window_ms: u64,
+    ) -> anyhow::Result<Self> {
+        let var = name.to_ascii_uppercase();
+        let rule = RateRule {
+            name,
+            limit: switchboard_common::config::env_or(&format!("{var}_RATE_LIMIT"), default_limit)?,
+            window_ms: switchboard_common::config::env_or(
+                &format!("{var}_RATE_WINDOW_MS"),
+                default_window_ms,
+            )?,
+        };
+        anyhow::ensure!(
+            rule.limit > 0,
+            "SWITCHBOARD_{var}_RATE_LIMIT must be positive"
+        );
+        anyhow::ensure!(
+            rule.window_ms > 0,
+            "SWITCHBOARD_{var}_RATE_WINDOW_MS must be positive"
+        );
+        Ok(rule)
+    }
+}
+
 /// The result of a send.
 pub struct Sent {
     pub message: Message,

@@ -216,15 +216,18 @@ pub(crate) fn string_field<'a>(
     }
 }
 
-/// A required id field given as a non-negative integer or a string of decimal digits (contracts
-/// whose documents show numeric ids); answers its decimal text, the core's opaque id.
-pub(crate) fn numeric_id_field(o: &Map<String, Value>, name: &str) -> Result<String, DomainError> {
+/// A required id (the field `name`'s value `v`) given as a non-negative integer or a string of
+/// decimal digits (contracts whose documents show numeric ids); answers its decimal text, the
+/// core's opaque id.
+pub(crate) fn numeric_id(v: Option<&Value>, name: &str) -> Result<String, DomainError> {
     let invalid = || DomainError::validation(format!("{name} must be a positive integer"));
-    let text = match o.get(name) {
+    let text = match v {
         Some(Value::Number(n)) => n.as_u64().ok_or_else(invalid)?.to_string(),
         Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) => {
+            return Err(DomainError::validation(format!("{name} is required")));
+        }
         Some(_) => return Err(invalid()),
-        None => return Err(DomainError::validation(format!("{name} is required"))),
     };
     // At most 18 digits: every such id fits an i64 when rendered back as a number.
     if text.is_empty() || text.len() > 18 || !text.bytes().all(|b| b.is_ascii_digit()) {
@@ -233,6 +236,16 @@ pub(crate) fn numeric_id_field(o: &Map<String, Value>, name: &str) -> Result<Str
     // "007" and 7 are the same id.
     let canonical = text.trim_start_matches('0');
     Ok(if canonical.is_empty() { "0" } else { canonical }.to_string())
+}
+
+/// A required id the core mints (a message's, a file's): a positive integer, given as a number or
+/// a numeric string.
+pub(crate) fn positive_id(v: Option<&Value>, name: &str) -> Result<i64, DomainError> {
+    numeric_id(v, name)?
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| DomainError::validation(format!("{name} must be a positive integer")))
 }
 
 /// An opaque id rendered as a JSON number where it is one (numeric contracts), else as a string.
@@ -250,10 +263,9 @@ mod tests {
 
     #[test]
     fn numeric_ids_accept_numbers_and_digit_strings() {
-        let o = |v: Value| json!({ "id": v }).as_object().unwrap().clone();
-        assert_eq!(numeric_id_field(&o(json!(7)), "id").unwrap(), "7");
-        assert_eq!(numeric_id_field(&o(json!("7")), "id").unwrap(), "7");
-        assert_eq!(numeric_id_field(&o(json!("007")), "id").unwrap(), "7");
+        assert_eq!(numeric_id(Some(&json!(7)), "id").unwrap(), "7");
+        assert_eq!(numeric_id(Some(&json!("7")), "id").unwrap(), "7");
+        assert_eq!(numeric_id(Some(&json!("007")), "id").unwrap(), "7");
         for bad in [
             json!(-1),
             json!(1.5),
@@ -264,9 +276,9 @@ mod tests {
             json!({}),
             json!("1234567890123456789"),
         ] {
-            assert!(numeric_id_field(&o(bad.clone()), "id").is_err(), "{bad}");
+            assert!(numeric_id(Some(&bad), "id").is_err(), "{bad}");
         }
-        assert!(numeric_id_field(&Map::new(), "id").is_err());
+        assert!(numeric_id(None, "id").is_err());
     }
 
     #[test]

@@ -474,3 +474,116 @@ export function redisCommand(command, port = REDIS_PORT, timeoutMs = 2000) {
     sock.on('close', () => done(data || null));
   });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Waiting on events from a point in time on (the dialect suites' `mark` / `waitAfter` style)
+
+/** How long the `…After` helpers wait by default. */
+export const AFTER_TIMEOUT_MS = 8000;
+
+/** The number of events a socket has received so far: a point to wait from. */
+export const mark = (socket) => eventsOf(socket).length;
+
+/** The `event`s matching `predicate` the socket received after `from` (a `mark`). */
+export function eventsAfter(socket, from, event, predicate = () => true) {
+  const match = safe(predicate);
+  return eventsOf(socket)
+    .slice(from)
+    .filter((e) => e.event === event && match(e.data))
+    .map((e) => e.data);
+}
+
+/** Like `waitFor`, but only for events received after `from` (a `mark`). */
+export function waitAfter(socket, from, event, predicate = () => true, timeoutMs = AFTER_TIMEOUT_MS) {
+  const match = safe(predicate);
+  const seen = eventsAfter(socket, from, event, match);
+  if (seen.length) return Promise.resolve(seen[0]);
+  return new Promise((resolve, reject) => {
+    const handler = (name, ...args) => {
+      if (name === event && match(args[0])) {
+        cleanup();
+        resolve(args[0]);
+      }
+    };
+    const timer = setTimeout(() => {
+      cleanup();
+      const got = eventsAfter(socket, from, event).map((d) => JSON.stringify(d)?.slice(0, 200));
+      const errors = eventsOf(socket)
+        .slice(from)
+        .filter((e) => isErrorEvent(e.event))
+        .map((e) => `${e.event} ${JSON.stringify(e.data)?.slice(0, 200)}`);
+      reject(
+        new Error(
+          `timed out after ${timeoutMs} ms waiting for a matching '${event}' on ${socket.__name}; ` +
+            `'${event}' events seen since: ${got.length ? got.join(' | ') : 'none'}` +
+            (errors.length ? `; errors: ${errors.join(' | ')}` : ''),
+        ),
+      );
+    }, timeoutMs);
+    const cleanup = () => {
+      clearTimeout(timer);
+      socket.offAny(handler);
+    };
+    socket.onAny(handler);
+  });
+}
+
+/** Waits `ms`, then asserts that no matching `event` arrived after `from` (a `mark`). */
+export async function expectNoAfter(socket, from, event, ms = QUIET_MS, predicate = () => true) {
+  await sleep(ms);
+  const got = eventsAfter(socket, from, event, predicate);
+  assert.equal(
+    got.length,
+    0,
+    `${socket.__name} received unexpected '${event}': ${got.map((d) => JSON.stringify(d)?.slice(0, 200)).join(' | ')}`,
+  );
+}
+
+/** Waits until the socket has received `n` matching `event`s in all; answers them. */
+export async function waitCount(socket, event, n, predicate = () => true, timeoutMs = AFTER_TIMEOUT_MS) {
+  const match = safe(predicate);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const got = eventsOf(socket).filter((e) => e.event === event && match(e.data));
+    if (got.length >= n) return got.map((e) => e.data);
+    if (Date.now() > deadline) {
+      assert.fail(`${socket.__name}: ${got.length} matching '${event}' within ${timeoutMs} ms, expected ${n}`);
+    }
+    await sleep(50);
+  }
+}
+
+/** The error events of every contract: `error`, `error:*` (guild), `room:error` (tasks). */
+export const isErrorEvent = (name) => name === 'error' || name === 'room:error' || name.startsWith('error:');
+
+/**
+ * Waits for `event` matching `predicate` after `from`, failing at once (with the payload) when
+ * an error event arrives first: a refusal shows up as itself instead of as a timeout.
+ */
+export function waitUnlessError(socket, from, event, predicate = () => true, timeoutMs = AFTER_TIMEOUT_MS) {
+  const early = eventsOf(socket)
+    .slice(from)
+    .find((e) => isErrorEvent(e.event));
+  if (early) {
+    return Promise.reject(new Error(`${socket.__name} got ${early.event} ${JSON.stringify(early.data)} instead of '${event}'`));
+  }
+  return new Promise((resolve, reject) => {
+    const onError = (name, ...args) => {
+      if (isErrorEvent(name)) {
+        socket.offAny(onError);
+        reject(new Error(`${socket.__name} got ${name} ${JSON.stringify(args[0])} instead of '${event}'`));
+      }
+    };
+    socket.onAny(onError);
+    waitAfter(socket, from, event, predicate, timeoutMs).then(
+      (data) => {
+        socket.offAny(onError);
+        resolve(data);
+      },
+      (err) => {
+        socket.offAny(onError);
+        reject(err);
+      },
+    );
+  });
+}

@@ -9,7 +9,6 @@ use std::{sync::Arc, time::Duration};
 use serde_json::{Value, json};
 use switchboard_common::{
     DomainError, ErrorCode, RoomKey,
-    config::{ensure, env_or},
     room::{MAX_CLIENT_ID_CHARS, MAX_ID_CHARS},
     time_fmt,
 };
@@ -33,20 +32,11 @@ struct Settings {
 }
 
 pub(super) fn build() -> anyhow::Result<Arc<dyn Dialect>> {
-    let rate = RateRule {
-        name: "chat",
-        limit: env_or("CHAT_RATE_LIMIT", 10)?,
-        window_ms: env_or("CHAT_RATE_WINDOW_MS", 10_000)?,
-    };
-    ensure(
-        rate.limit > 0,
-        "SWITCHBOARD_CHAT_RATE_LIMIT must be positive",
-    )?;
-    ensure(
-        rate.window_ms > 0,
-        "SWITCHBOARD_CHAT_RATE_WINDOW_MS must be positive",
-    )?;
-    let typing_ttl = Duration::from_millis(env_or("CHAT_TYPING_TTL_MS", 3_000)?);
+    let rate = RateRule::from_env("chat", 10, 10_000)?;
+    let typing_ttl = Duration::from_millis(switchboard_common::config::env_or(
+        "CHAT_TYPING_TTL_MS",
+        3_000,
+    )?);
     Ok(Arc::new(Chat(Arc::new(Settings { rate, typing_ttl }))))
 }
 

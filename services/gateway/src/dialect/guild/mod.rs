@@ -7,13 +7,11 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use switchboard_common::{
-    DomainError, ErrorCode, RoomKey,
-    config::{ensure, env_or},
-    time_fmt,
-};
+use switchboard_common::{DomainError, ErrorCode, RoomKey, time_fmt};
 
-use super::{BoxFuture, Dialect, HandlerFuture, Reply, numeric_id_field, numeric_json, object};
+use super::{
+    BoxFuture, Dialect, HandlerFuture, Reply, numeric_id, numeric_json, object, string_field,
+};
 use crate::{
     auth::{AuthFailure, Credentials},
     core::{Action, Core, CoreEvent, Message, MessageEvent, RateRule, SendCommand, user_room},
@@ -27,19 +25,7 @@ const MAX_CONTENT_CHARS: usize = 4_000;
 
 pub(super) fn build() -> anyhow::Result<Arc<dyn Dialect>> {
     // The document has no limit of its own and asks for one ("consider rate limiting").
-    let rate = RateRule {
-        name: "guild",
-        limit: env_or("GUILD_RATE_LIMIT", 20)?,
-        window_ms: env_or("GUILD_RATE_WINDOW_MS", 10_000)?,
-    };
-    ensure(
-        rate.limit > 0,
-        "SWITCHBOARD_GUILD_RATE_LIMIT must be positive",
-    )?;
-    ensure(
-        rate.window_ms > 0,
-        "SWITCHBOARD_GUILD_RATE_WINDOW_MS must be positive",
-    )?;
+    let rate = RateRule::from_env("guild", 20, 10_000)?;
     Ok(Arc::new(Guild(Arc::new(rate))))
 }
 
@@ -241,7 +227,10 @@ async fn render(core: &Core, ns: &str, event: &CoreEvent<'_>) -> Vec<Emission> {
 }
 
 fn room(v: &Value, field: &str, kind: &str) -> Result<RoomKey, DomainError> {
-    Ok(RoomKey::new(kind, numeric_id_field(object(v)?, field)?))
+    Ok(RoomKey::new(
+        kind,
+        numeric_id(object(v)?.get(field), field)?,
+    ))
 }
 
 async fn server_join(cx: EventCx, v: Value) -> Result<Reply, DomainError> {
@@ -286,22 +275,7 @@ async fn typing(cx: EventCx, v: Value, start: bool) -> Result<Reply, DomainError
 async fn message_create(cx: EventCx, v: Value, rate: Arc<RateRule>) -> Result<Reply, DomainError> {
     let o = object(&v)?;
     // The document's order: content, then the channel, then membership.
-    let content = match o.get("content") {
-        Some(Value::String(s)) if s.is_empty() => {
-            return Err(DomainError::validation("content must not be empty"));
-        }
-        Some(Value::String(s)) if switchboard_common::room::exceeds_chars(s, MAX_CONTENT_CHARS) => {
-            return Err(DomainError::validation(format!(
-                "content must be at most {MAX_CONTENT_CHARS} characters"
-            )));
-        }
-        Some(Value::String(s)) if s.contains('\0') => {
-            return Err(DomainError::validation("content must not contain NUL"));
-        }
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => return Err(DomainError::validation("content must be a string")),
-        None => return Err(DomainError::validation("content is required")),
-    };
+    let content = string_field(o, "content", MAX_CONTENT_CHARS)?.to_string();
     let channel = room(&v, "channelId", CHANNEL)?;
     cx.core().check(&cx.user, &channel, Action::Send).await?;
     let cmd = SendCommand {

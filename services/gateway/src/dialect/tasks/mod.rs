@@ -9,14 +9,12 @@
 use std::{sync::Arc, time::Duration};
 
 use serde_json::{Map, Value, json};
-use switchboard_common::{
-    DomainError, ErrorCode, RoomKey,
-    config::{ensure, env_or},
-    room::exceeds_chars,
-    time_fmt,
-};
+use switchboard_common::{DomainError, ErrorCode, RoomKey, time_fmt};
 
-use super::{BoxFuture, Dialect, Emit, HandlerFuture, Reply, numeric_json};
+use super::{
+    BoxFuture, Dialect, Emit, HandlerFuture, Reply, numeric_id, numeric_json, object, positive_id,
+    string_field,
+};
 use crate::{
     auth::{AuthFailure, Credentials},
     core::{Core, CoreEvent, FileRef, Message, MessageEvent, RateRule, SendCommand, user_room},
@@ -35,19 +33,7 @@ const EDIT_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 const TYPING_TTL: Duration = Duration::from_secs(3);
 
 pub(super) fn build() -> anyhow::Result<Arc<dyn Dialect>> {
-    let rate = RateRule {
-        name: "tasks",
-        limit: env_or("TASKS_RATE_LIMIT", 10)?,
-        window_ms: env_or("TASKS_RATE_WINDOW_MS", 60_000)?,
-    };
-    ensure(
-        rate.limit > 0,
-        "SWITCHBOARD_TASKS_RATE_LIMIT must be positive",
-    )?;
-    ensure(
-        rate.window_ms > 0,
-        "SWITCHBOARD_TASKS_RATE_WINDOW_MS must be positive",
-    )?;
+    let rate = RateRule::from_env("tasks", 10, 60_000)?;
     Ok(Arc::new(Tasks(Arc::new(rate))))
 }
 
@@ -309,30 +295,8 @@ fn is_tasks_room(room: &RoomKey) -> bool {
     room.kind == PROJECT || room.kind == STUDY
 }
 
-/// A numeric id: a non-negative integer or a string of digits (at most 18).
-fn numeric_id(v: Option<&Value>, name: &str) -> Result<String, DomainError> {
-    let invalid = || DomainError::validation(format!("{name} must be a positive integer"));
-    let text = match v {
-        Some(Value::Number(n)) => n.as_u64().ok_or_else(invalid)?.to_string(),
-        Some(Value::String(s)) => s.clone(),
-        None | Some(Value::Null) => {
-            return Err(DomainError::validation(format!("{name} is required")));
-        }
-        Some(_) => return Err(invalid()),
-    };
-    if text.is_empty() || text.len() > 18 || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid());
-    }
-    let canonical = text.trim_start_matches('0');
-    Ok(if canonical.is_empty() { "0" } else { canonical }.to_string())
-}
-
 fn message_id(o: &Map<String, Value>) -> Result<i64, DomainError> {
-    numeric_id(o.get("messageId"), "messageId")?
-        .parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| DomainError::validation("messageId must be a positive integer"))
+    positive_id(o.get("messageId"), "messageId")
 }
 
 /// A room named by `typeField`/`idField` (`type`/`id` in room events, `roomType`/`roomId` in
@@ -351,11 +315,6 @@ fn room_of(
         }
     };
     Ok(RoomKey::new(kind, numeric_id(o.get(id_field), id_field)?))
-}
-
-fn object(v: &Value) -> Result<&Map<String, Value>, DomainError> {
-    v.as_object()
-        .ok_or_else(|| DomainError::validation("Payload must be an object"))
 }
 
 /// A `room:join` refusal carries the room's type and id as far as they could be read
@@ -433,21 +392,9 @@ async fn message_send(cx: EventCx, v: Value, rate: Arc<RateRule>) -> Result<Repl
     };
     // Image and file messages may have empty content (a caption is optional).
     let content = match o.get("content") {
-        Some(Value::String(s)) if s.is_empty() && kind == "text" => {
-            return Err(DomainError::validation("content must not be empty"));
-        }
-        Some(Value::String(s)) if exceeds_chars(s, MAX_CONTENT_CHARS) => {
-            return Err(DomainError::validation(format!(
-                "content must be at most {MAX_CONTENT_CHARS} characters"
-            )));
-        }
-        Some(Value::String(s)) if s.contains('\0') => {
-            return Err(DomainError::validation("content must not contain NUL"));
-        }
-        Some(Value::String(s)) => s.clone(),
         None | Some(Value::Null) if kind != "text" => String::new(),
-        Some(_) => return Err(DomainError::validation("content must be a string")),
-        None => return Err(DomainError::validation("content is required")),
+        Some(Value::String(s)) if s.is_empty() && kind != "text" => String::new(),
+        _ => string_field(o, "content", MAX_CONTENT_CHARS)?.to_string(),
     };
     let file_id = match (kind, o.get("fileId")) {
         ("text", _) => None,
@@ -456,23 +403,11 @@ async fn message_send(cx: EventCx, v: Value, rate: Arc<RateRule>) -> Result<Repl
                 "image and file messages need the fileId of an uploaded file",
             ));
         }
-        (_, Some(v)) => Some(
-            numeric_id(Some(v), "fileId")?
-                .parse::<i64>()
-                .ok()
-                .filter(|id| *id > 0)
-                .ok_or_else(|| DomainError::validation("fileId must be a positive integer"))?,
-        ),
+        (_, v) => Some(positive_id(v, "fileId")?),
     };
     let reply_to_id = match o.get("replyToId") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(
-            numeric_id(Some(v), "replyToId")?
-                .parse::<i64>()
-                .ok()
-                .filter(|id| *id > 0)
-                .ok_or_else(|| DomainError::validation("replyToId must be a positive integer"))?,
-        ),
+        v => Some(positive_id(v, "replyToId")?),
     };
     cx.core().require_joined(&cx.socket, &room)?;
     // The file's name, size and type come from the stored file, which must be the sender's.
@@ -546,16 +481,7 @@ async fn message_change(cx: EventCx, v: Value, edit: bool) -> Result<Reply, Doma
     let o = object(&v)?;
     let id = message_id(o)?;
     let content = if edit {
-        Some(match o.get("content") {
-            Some(Value::String(s)) if !s.is_empty() && !exceeds_chars(s, MAX_CONTENT_CHARS) => {
-                s.clone()
-            }
-            _ => {
-                return Err(DomainError::validation(format!(
-                    "content must be 1-{MAX_CONTENT_CHARS} characters"
-                )));
-            }
-        })
+        Some(string_field(o, "content", MAX_CONTENT_CHARS)?.to_string())
     } else {
         None
     };

@@ -145,118 +145,15 @@ export function sidOf(cookie) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Waiting on events from a point in time on
+// Waiting on events from a point in time on: the shared helpers, re-exported
 
-/** The number of events a socket has received so far: a point to wait from. */
-export const mark = (socket) => eventsOf(socket).length;
+export { mark, eventsAfter, waitAfter, expectNoAfter, waitCount, waitUnlessError } from '../helpers.mjs';
 
-const safe = (predicate) => (data) => {
-  try {
-    return Boolean(predicate(data));
-  } catch {
-    return false;
-  }
-};
-
-/** The `event`s matching `predicate` the socket received after `from` (a `mark`). */
-export function eventsAfter(socket, from, event, predicate = () => true) {
-  const match = safe(predicate);
-  return eventsOf(socket)
-    .slice(from)
-    .filter((e) => e.event === event && match(e.data))
-    .map((e) => e.data);
-}
-
-/** Like `waitFor`, but only for events received after `from` (a `mark`). */
-export function waitAfter(socket, from, event, predicate = () => true, timeoutMs = DELIVERY_MS) {
-  const match = safe(predicate);
-  const seen = eventsAfter(socket, from, event, match);
-  if (seen.length) return Promise.resolve(seen[0]);
-  return new Promise((resolve, reject) => {
-    const handler = (name, ...args) => {
-      if (name === event && match(args[0])) {
-        cleanup();
-        resolve(args[0]);
-      }
-    };
-    const timer = setTimeout(() => {
-      cleanup();
-      const got = eventsAfter(socket, from, event).map((d) => JSON.stringify(d)?.slice(0, 200));
-      reject(
-        new Error(
-          `timed out after ${timeoutMs} ms waiting for a matching '${event}' on ${socket.__name}; ` +
-            `'${event}' events seen since: ${got.length ? got.join(' | ') : 'none'}`,
-        ),
-      );
-    }, timeoutMs);
-    const cleanup = () => {
-      clearTimeout(timer);
-      socket.offAny(handler);
-    };
-    socket.onAny(handler);
-  });
-}
-
-/** Waits `ms`, then asserts that no matching `event` arrived after `from` (a `mark`). */
-export async function expectNoAfter(socket, from, event, ms = QUIET_MS, predicate = () => true) {
-  await sleep(ms);
-  const got = eventsAfter(socket, from, event, predicate);
-  assert.equal(
-    got.length,
-    0,
-    `${socket.__name} received unexpected '${event}': ${got.map((d) => JSON.stringify(d)?.slice(0, 200)).join(' | ')}`,
-  );
-}
-
-/** Waits until the socket has received `n` matching `event`s in all; answers them. */
-export async function waitCount(socket, event, n, predicate = () => true, timeoutMs = DELIVERY_MS) {
-  const match = safe(predicate);
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const got = eventsOf(socket).filter((e) => e.event === event && match(e.data));
-    if (got.length >= n) return got.map((e) => e.data);
-    if (Date.now() > deadline) {
-      assert.fail(`${socket.__name}: ${got.length} matching '${event}' within ${timeoutMs} ms, expected ${n}`);
-    }
-    await sleep(50);
-  }
-}
-
-/** Every event name starting with `error:` a socket received after `from`. */
+/** Every `error:*` event (name and payload) a socket received after `from`. */
 export const errorsAfter = (socket, from) =>
   eventsOf(socket)
     .slice(from)
     .filter((e) => e.event.startsWith('error:'));
-
-/**
- * Waits for `event` matching `predicate` after `from`, failing at once (with the payload) when
- * an `error:*` event arrives first: a refusal shows up as itself instead of as a timeout.
- */
-export function waitUnlessError(socket, from, event, predicate = () => true, timeoutMs = DELIVERY_MS) {
-  const early = errorsAfter(socket, from);
-  if (early.length) {
-    return Promise.reject(new Error(`${socket.__name} got ${early[0].event} ${JSON.stringify(early[0].data)} instead of '${event}'`));
-  }
-  return new Promise((resolve, reject) => {
-    const onError = (name, ...args) => {
-      if (name.startsWith('error:')) {
-        socket.offAny(onError);
-        reject(new Error(`${socket.__name} got ${name} ${JSON.stringify(args[0])} instead of '${event}'`));
-      }
-    };
-    socket.onAny(onError);
-    waitAfter(socket, from, event, predicate, timeoutMs).then(
-      (data) => {
-        socket.offAny(onError);
-        resolve(data);
-      },
-      (err) => {
-        socket.offAny(onError);
-        reject(err);
-      },
-    );
-  });
-}
 
 // ---------------------------------------------------------------------------------------------
 // Shapes

@@ -156,70 +156,9 @@ export async function connectTasks(user, node = NODE1, { transports = ['websocke
 }
 
 // ---------------------------------------------------------------------------------------------
-// Waiting on events from a point in time on
+// Waiting on events from a point in time on: the shared helpers, re-exported
 
-/** The number of events a socket has received so far: a point to wait from. */
-export const mark = (socket) => eventsOf(socket).length;
-
-const safe = (predicate) => (data) => {
-  try {
-    return Boolean(predicate(data));
-  } catch {
-    return false;
-  }
-};
-
-/** The `event`s matching `predicate` the socket received after `from` (a `mark`). */
-export function eventsAfter(socket, from, event, predicate = () => true) {
-  const match = safe(predicate);
-  return eventsOf(socket)
-    .slice(from)
-    .filter((e) => e.event === event && match(e.data))
-    .map((e) => e.data);
-}
-
-/** Like `waitFor`, but only for events received after `from` (a `mark`). */
-export async function waitAfter(socket, from, event, predicate = () => true, timeoutMs = DELIVERY_MS) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const found = eventsAfter(socket, from, event, predicate);
-    if (found.length) return found[0];
-    if (Date.now() > deadline) {
-      const got = eventsAfter(socket, from, event).map((d) => JSON.stringify(d)?.slice(0, 200));
-      assert.fail(
-        `timed out after ${timeoutMs} ms waiting for a matching '${event}' on ${socket.__name}; ` +
-          `'${event}' events seen since: ${got.length ? got.join(' | ') : 'none'}`,
-      );
-    }
-    await sleep(25);
-  }
-}
-
-/** Waits `ms`, then asserts that no matching `event` arrived after `from` (a `mark`). */
-export async function expectNoAfter(socket, from, event, ms = QUIET_MS, predicate = () => true) {
-  await sleep(ms);
-  const got = eventsAfter(socket, from, event, predicate);
-  assert.equal(
-    got.length,
-    0,
-    `${socket.__name} received unexpected '${event}': ${got.map((d) => JSON.stringify(d)?.slice(0, 200)).join(' | ')}`,
-  );
-}
-
-/**
- * Waits for `event` matching `predicate` after `from`, failing at once (with the payload) when an
- * `error` or `room:error` arrives first: a refusal shows up as itself instead of as a timeout.
- */
-export async function waitUnlessError(socket, from, event, predicate = () => true, timeoutMs = DELIVERY_MS) {
-  const found = await until(() => {
-    const bad = eventsOf(socket)
-      .slice(from)
-      .find((e) => e.event === 'error' || e.event === 'room:error');
-    if (bad) assert.fail(`${socket.__name} got ${bad.event} ${JSON.stringify(bad.data)} instead of '${event}'`);
-    return eventsAfter(socket, from, event, predicate)[0];
-  }, `a matching '${event}' on ${socket.__name}`, timeoutMs);
-  return found;
-}
+export { mark, eventsAfter, waitAfter, expectNoAfter, waitUnlessError } from '../helpers.mjs';
 
 /** Emits `event` with `args` and waits for the `error` event that must answer it (with `code`). */
 export async function expectError(socket, code, event, ...args) {
