@@ -525,3 +525,43 @@ async fn typing(cx: EventCx, v: Value, start: bool) -> Result<Reply, DomainError
         })?;
     Ok(Reply::ack(json!({ "ok": true })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every code the README lists for this contract, from the core's errors.
+    #[test]
+    fn error_codes_as_documented() {
+        for (core, contract) in [
+            (ErrorCode::Validation, "VALIDATION_ERROR"),
+            (ErrorCode::NotJoined, "NOT_JOINED"),
+            (ErrorCode::Forbidden, "FORBIDDEN"),
+            (ErrorCode::NotFound, "NOT_FOUND"),
+            (ErrorCode::RateLimited, "RATE_LIMITED"),
+            (ErrorCode::EditWindowExpired, "EDIT_WINDOW_EXPIRED"),
+        ] {
+            assert_eq!(code(core), contract);
+        }
+    }
+
+    #[test]
+    fn room_errors_echo_what_was_readable() {
+        let dialect = Tasks(Arc::new(RateRule {
+            name: "tasks",
+            limit: 1,
+            window_ms: 1,
+        }));
+        let e = room_error(
+            Some("study"),
+            None,
+            DomainError::validation("id is required"),
+        );
+        let reply = dialect.error("room:join", &e, "trace");
+        assert_eq!(reply.emits[0].event, "room:error");
+        assert_eq!(
+            reply.emits[0].data,
+            json!({ "message": "id is required", "roomType": "study", "roomId": null })
+        );
+    }
+}

@@ -147,7 +147,9 @@ export function sidOf(cookie) {
 // ---------------------------------------------------------------------------------------------
 // Waiting on events from a point in time on: the shared helpers, re-exported
 
-export { mark, eventsAfter, waitAfter, expectNoAfter, waitCount, waitUnlessError } from '../helpers.mjs';
+import { mark, eventsAfter, waitAfter, expectNoAfter, waitCount, waitUnlessError } from '../helpers.mjs';
+
+export { mark, eventsAfter, waitAfter, expectNoAfter, waitCount, waitUnlessError };
 
 /** Every `error:*` event (name and payload) a socket received after `from`. */
 export const errorsAfter = (socket, from) =>

@@ -158,7 +158,9 @@ export async function connectTasks(user, node = NODE1, { transports = ['websocke
 // ---------------------------------------------------------------------------------------------
 // Waiting on events from a point in time on: the shared helpers, re-exported
 
-export { mark, eventsAfter, waitAfter, expectNoAfter, waitUnlessError } from '../helpers.mjs';
+import { mark, eventsAfter, waitAfter, expectNoAfter, waitUnlessError } from '../helpers.mjs';
+
+export { mark, eventsAfter, waitAfter, expectNoAfter, waitUnlessError };
 
 /** Emits `event` with `args` and waits for the `error` event that must answer it (with `code`). */
 export async function expectError(socket, code, event, ...args) {

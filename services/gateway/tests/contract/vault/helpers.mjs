@@ -171,7 +171,9 @@ export async function expectVaultRefused(node, { token, ...opts } = {}) {
 // ---------------------------------------------------------------------------------------------
 // Waiting on events from a point in time on: the shared helpers, re-exported
 
-export { mark, eventsAfter, waitAfter, expectNoAfter, waitCount, waitUnlessError } from '../helpers.mjs';
+import { mark, eventsAfter, waitAfter, expectNoAfter, waitCount, waitUnlessError } from '../helpers.mjs';
+
+export { mark, eventsAfter, waitAfter, expectNoAfter, waitCount, waitUnlessError };
 
 /** Waits `ms`, then asserts that the socket received no event at all after `from`. */
 export async function expectSilenceAfter(socket, from, ms = QUIET_MS) {
