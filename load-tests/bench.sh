@@ -25,8 +25,8 @@ REPEATS="${BENCH_REPEATS:-2}"
 SCENARIOS="${BENCH_SCENARIOS:-idle idle-one-node connect-storm typing-fanout persisted-send presence-churn node-kill}"
 SYSTEMS="${BENCH_SYSTEMS:-switchboard node}"
 QUICK="${BENCH_QUICK:-0}"
-ADMIN_TOKEN="bench-admin-token"
-JWT_SECRET="bench-jwt-secret"
+ADMIN_TOKEN="bench-admin-token-0123456789abcdefgh"
+JWT_SECRET="bench-jwt-secret-0123456789abcdefghijk"
 DB_NAME="${SWITCHBOARD_BENCH_DATABASE:-sb_bench}"
 DB_URL="$(sb_database_url "$DB_NAME")"
 REDIS_URL="${SWITCHBOARD_REDIS_URL:-redis://127.0.0.1:6379}"
@@ -102,7 +102,7 @@ start_switchboard() {
         spawn "gw-$n" "${common[@]}" SWITCHBOARD_LISTEN="127.0.0.1:$port" SWITCHBOARD_NODE_ID="gw-$n" \
             SWITCHBOARD_MEMBERSHIP_URL=http://127.0.0.1:50061 SWITCHBOARD_MESSAGES_URL=http://127.0.0.1:50062 \
             SWITCHBOARD_PRESENCE_URL=http://127.0.0.1:50063 SWITCHBOARD_ADMIN_TOKEN="$ADMIN_TOKEN" \
-            SWITCHBOARD_JWT_SECRET="$JWT_SECRET" SWITCHBOARD_SESSION_SECRET=bench-session-secret \
+            SWITCHBOARD_JWT_SECRET="$JWT_SECRET" SWITCHBOARD_SESSION_SECRET=bench-session-secret-0123456789abcdefgh \
             SWITCHBOARD_CHAT_RATE_LIMIT="$RATE_LIMIT" "$BIN/gateway"
         NODE_PIDS[switchboard-$n]=$LAST_PID
         pids+=("$LAST_PID")

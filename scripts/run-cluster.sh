@@ -175,7 +175,8 @@ for port in $GATEWAY_PORTS; do
         SWITCHBOARD_ADMIN_TOKEN="$ADMIN_TOKEN" \
         SWITCHBOARD_JWT_SECRET="$JWT_SECRET" \
         SWITCHBOARD_SESSION_SECRET="$SESSION_SECRET" \
-        SWITCHBOARD_ALLOWED_ORIGINS="$ALLOWED_ORIGINS"
+        SWITCHBOARD_ALLOWED_ORIGINS="$ALLOWED_ORIGINS" \
+        SWITCHBOARD_DEV_MODE=1
     GATEWAY_URLS+=("http://127.0.0.1:$port")
 done
 for url in "${GATEWAY_URLS[@]}"; do
@@ -195,6 +196,8 @@ cat <<INFO
  Redis:    $SWITCHBOARD_REDIS_URL
  Logs:     ${LOGS#"$SB_ROOT"/}/<name>.log   (tail -f ${LOGS#"$SB_ROOT"/}/gateway-1.log)
  Admin token: $ADMIN_TOKEN
+ DEVELOPMENT MODE (SWITCHBOARD_DEV_MODE=1): well-known local secrets, for this machine only;
+   a production gateway refuses to start without its own (docs/security.md)
  Dialects (namespace per contract; SWITCHBOARD_DIALECTS overrides, docs/dialects/):
    chat $GW/   app $GW/ws/app (JWT)   guild $GW/guild (connect.sid cookie: POST /v1/sessions)
    vault $GW/vault (auth.token, or the next-auth.session-token cookie)   tasks $GW/tasks (JWT)

@@ -496,7 +496,7 @@ mod tests {
     }
 
     fn authenticator(secrets: &[&str]) -> Authenticator {
-        let mut config = Config::from_env().expect("defaults are valid");
+        let mut config = Config::development();
         config.session_secrets = secrets.iter().map(|s| s.to_string()).collect();
         let redis = fred::prelude::Builder::default_centralized()
             .build()
@@ -506,7 +506,7 @@ mod tests {
 
     #[test]
     fn issuer_audience_and_lifetime_when_configured() {
-        let mut config = Config::from_env().expect("defaults are valid");
+        let mut config = Config::development();
         config.jwt_issuer = Some("https://issuer.example".into());
         config.jwt_audience = Some("switchboard".into());
         config.jwt_max_age = Some(Duration::from_secs(3600));
@@ -575,7 +575,7 @@ mod tests {
         let token = a.mint_jwt("u1", Duration::from_secs(60)).unwrap();
         assert_eq!(a.verify_jwt(&token).unwrap().user_id, "u1");
 
-        let secret = Config::from_env().unwrap().jwt_secret;
+        let secret = Config::development().jwt_secret;
         let now = time_fmt::now_ms() / 1000;
         let hs256 = r#"{"alg":"HS256","typ":"JWT"}"#;
         let expired = encode(
@@ -647,7 +647,7 @@ mod tests {
                 include_str!("../tests/fixtures/rs256-private.pem"),
             ),
         ] {
-            let mut config = Config::from_env().expect("defaults are valid");
+            let mut config = Config::development();
             config.jwt_algorithm = alg;
             config.jwt_public_key_pem = Some(public.to_string());
             config.jwt_private_key_pem = Some(private.to_string());

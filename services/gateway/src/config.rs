@@ -6,10 +6,15 @@ use std::time::Duration;
 use anyhow::Context;
 use switchboard_common::config::{ensure, env_opt, env_or};
 
-/// The development admin token used when `SWITCHBOARD_ADMIN_TOKEN` is unset (printed loudly).
+/// The development admin token, used only in development mode when `SWITCHBOARD_ADMIN_TOKEN`
+/// is unset (printed loudly).
 pub const DEV_ADMIN_TOKEN: &str = "dev-admin-token";
 const DEV_JWT_SECRET: &str = "switchboard-dev-jwt-secret";
 const DEV_SESSION_SECRET: &str = "switchboard-dev-session-secret";
+
+/// The shortest key or token accepted outside development mode: 32 bytes, HS256's own key
+/// size (RFC 7518 §3.2); a shorter shared secret can be brute-forced from one token.
+pub const MIN_SECRET_BYTES: usize = 32;
 
 /// Which algorithm verifies JWTs. Exactly one is accepted, so a token cannot pick its own
 /// (no `alg: none`, no HS256-with-the-public-key confusion).
@@ -31,8 +36,12 @@ pub struct Config {
     /// Prefix of every Redis key and channel this gateway owns (not of session keys).
     pub redis_prefix: String,
     pub admin_token: String,
-    /// True when `admin_token` is the development default.
-    pub admin_token_is_default: bool,
+    /// `SWITCHBOARD_DEV_MODE`: the secrets below may be left unset (then well-known development
+    /// values, which anyone can use to mint a token or cookie: never in production) or short.
+    pub dev_mode: bool,
+    /// Development mode and no `SWITCHBOARD_ADMIN_TOKEN`/`JWT_SECRET`/`SESSION_SECRET`: the
+    /// names of the ones that fell back to their development values (warned about at start).
+    pub dev_defaults: Vec<&'static str>,
     pub jwt_algorithm: JwtAlgorithm,
     /// HS256 shared key.
     pub jwt_secret: String,
@@ -106,7 +115,39 @@ pub(crate) fn ms(name: &str, default: u64) -> anyhow::Result<Duration> {
 
 impl Config {
     pub fn from_env() -> anyhow::Result<Self> {
-        let admin_token: Option<String> = env_opt("ADMIN_TOKEN")?;
+        Self::read(false)
+    }
+
+    /// The defaults in development mode, whatever the environment says about it (unit tests).
+    #[cfg(test)]
+    pub(crate) fn development() -> Self {
+        Self::read(true).expect("the development defaults are valid")
+    }
+
+    fn read(force_dev_mode: bool) -> anyhow::Result<Self> {
+        let dev_mode = force_dev_mode
+            || match env_opt::<String>("DEV_MODE")?.as_deref() {
+                None | Some("0" | "false" | "no") => false,
+                Some("1" | "true" | "yes") => true,
+                Some(other) => {
+                    anyhow::bail!("SWITCHBOARD_DEV_MODE={other:?}: expected 1 or 0")
+                }
+            };
+        let mut dev_defaults = Vec::new();
+        // A secret: required outside development mode; in it, a development value stands in.
+        let mut secret = |name: &'static str, dev_value: &str| -> anyhow::Result<String> {
+            match env_opt::<String>(name)? {
+                Some(v) => Ok(v),
+                None if dev_mode => {
+                    dev_defaults.push(name);
+                    Ok(dev_value.to_string())
+                }
+                None => anyhow::bail!(
+                    "SWITCHBOARD_{name} is required (at least {MIN_SECRET_BYTES} bytes; \
+                     e.g. `openssl rand -hex 32`), unless SWITCHBOARD_DEV_MODE=1"
+                ),
+            }
+        };
         let jwt_algorithm = match env_or("JWT_ALGORITHM", "HS256".to_string())?
             .to_ascii_uppercase()
             .as_str()
@@ -145,16 +186,19 @@ impl Config {
             presence_url: env_or("PRESENCE_URL", "http://127.0.0.1:50053".to_string())?,
             redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379".to_string())?,
             redis_prefix: env_or("REDIS_PREFIX", "switchboard:".to_string())?,
-            admin_token_is_default: admin_token.is_none(),
-            admin_token: admin_token.unwrap_or_else(|| DEV_ADMIN_TOKEN.to_string()),
+            admin_token: secret("ADMIN_TOKEN", DEV_ADMIN_TOKEN)?,
             jwt_algorithm,
-            jwt_secret: env_or("JWT_SECRET", DEV_JWT_SECRET.to_string())?,
+            jwt_secret: match jwt_algorithm {
+                JwtAlgorithm::Hs256 => secret("JWT_SECRET", DEV_JWT_SECRET)?,
+                // Verified with the public key; no shared secret is used.
+                _ => String::new(),
+            },
             jwt_public_key_pem: read_pem("JWT_PUBLIC_KEY_FILE")?,
             jwt_private_key_pem: read_pem("JWT_PRIVATE_KEY_FILE")?,
             jwt_issuer: env_opt("JWT_ISSUER")?,
             jwt_audience: env_opt("JWT_AUDIENCE")?,
             jwt_max_age: env_opt::<u64>("JWT_MAX_AGE_SECONDS")?.map(Duration::from_secs),
-            session_secrets: list(env_or("SESSION_SECRET", DEV_SESSION_SECRET.to_string())?),
+            session_secrets: list(secret("SESSION_SECRET", DEV_SESSION_SECRET)?),
             session_cookie_name: env_or("SESSION_COOKIE", "connect.sid".to_string())?,
             session_prefix: env_or("SESSION_PREFIX", "sess:".to_string())?,
             session_ttl: Duration::from_secs(env_or("SESSION_TTL_SECONDS", 86_400)?),
@@ -176,6 +220,8 @@ impl Config {
             authz_cache_ttl: ms("AUTHZ_CACHE_MS", 30_000)?,
             grpc_timeout: ms("GRPC_TIMEOUT_MS", 5_000)?,
             sends_in_flight: env_or("SENDS_IN_FLIGHT", 2)?,
+            dev_mode,
+            dev_defaults,
         };
         config.validate()?;
         Ok(config)
@@ -206,15 +252,27 @@ impl Config {
             self.max_rooms_per_socket > 0,
             "SWITCHBOARD_MAX_ROOMS_PER_SOCKET must be positive",
         )?;
-        match self.jwt_algorithm {
-            JwtAlgorithm::Hs256 => ensure(
-                self.jwt_secret.len() >= 8,
-                "SWITCHBOARD_JWT_SECRET must have at least 8 bytes",
-            )?,
-            _ => ensure(
+        if self.jwt_algorithm != JwtAlgorithm::Hs256 {
+            ensure(
                 self.jwt_public_key_pem.is_some(),
                 "RS256/ES256 need SWITCHBOARD_JWT_PUBLIC_KEY_FILE",
-            )?,
+            )?;
+        }
+        if !self.dev_mode {
+            let mut secrets = vec![("ADMIN_TOKEN", &self.admin_token)];
+            if self.jwt_algorithm == JwtAlgorithm::Hs256 {
+                secrets.push(("JWT_SECRET", &self.jwt_secret));
+            }
+            secrets.extend(self.session_secrets.iter().map(|s| ("SESSION_SECRET", s)));
+            for (name, value) in secrets {
+                ensure(
+                    value.len() >= MIN_SECRET_BYTES,
+                    format!(
+                        "SWITCHBOARD_{name} must have at least {MIN_SECRET_BYTES} bytes \
+                         (each of a comma-separated list), unless SWITCHBOARD_DEV_MODE=1"
+                    ),
+                )?;
+            }
         }
         for o in &self.allowed_origins {
             ensure(
@@ -223,5 +281,60 @@ impl Config {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn production() -> Config {
+        let mut c = Config::development();
+        c.dev_mode = false;
+        c.admin_token = "a".repeat(MIN_SECRET_BYTES);
+        c.jwt_secret = "j".repeat(MIN_SECRET_BYTES);
+        c.session_secrets = vec!["s".repeat(MIN_SECRET_BYTES)];
+        c
+    }
+
+    #[test]
+    fn outside_development_mode_every_secret_has_32_bytes() {
+        production()
+            .validate()
+            .expect("32-byte secrets are accepted");
+        let short = "x".repeat(MIN_SECRET_BYTES - 1);
+        let mut c = production();
+        c.jwt_secret = short.clone();
+        assert!(c.validate().unwrap_err().to_string().contains("JWT_SECRET"));
+        let mut c = production();
+        c.admin_token = short.clone();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("ADMIN_TOKEN")
+        );
+        let mut c = production();
+        c.session_secrets.push(short.clone());
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("SESSION_SECRET")
+        );
+        // An RS256 deployment has no shared secret to check.
+        let mut c = production();
+        c.jwt_algorithm = JwtAlgorithm::Rs256;
+        c.jwt_secret = String::new();
+        c.jwt_public_key_pem = Some("-----BEGIN PUBLIC KEY-----".into());
+        c.validate().expect("no JWT secret needed for RS256");
+    }
+
+    #[test]
+    fn development_mode_accepts_its_well_known_values() {
+        let c = Config::development();
+        assert!(c.dev_mode);
+        c.validate()
+            .expect("development values are accepted in development mode");
     }
 }

@@ -353,10 +353,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    if config.admin_token_is_default {
+    if config.dev_mode {
         tracing::warn!(
-            token = config::DEV_ADMIN_TOKEN,
-            "SWITCHBOARD_ADMIN_TOKEN is unset: using the development admin token"
+            development_values = ?config.dev_defaults,
+            admin_token = config::DEV_ADMIN_TOKEN,
+            "SWITCHBOARD_DEV_MODE is on: secrets may be short or well-known development values \
+             (anyone can mint tokens and cookies with those); never run it in production"
         );
     }
     let metrics = Arc::new(Metrics::new());

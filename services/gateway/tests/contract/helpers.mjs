@@ -20,9 +20,9 @@ export const GATEWAYS = env('SB_GATEWAYS', 'http://127.0.0.1:3000,http://127.0.0
   .filter(Boolean);
 export const NODE1 = GATEWAYS[0];
 export const NODE2 = GATEWAYS[1] ?? GATEWAYS[0];
-export const ADMIN_TOKEN = env('SB_ADMIN_TOKEN', 'test-admin-token');
-export const JWT_SECRET = env('SB_JWT_SECRET', 'test-jwt-secret');
-export const SESSION_SECRET = env('SB_SESSION_SECRET', 'test-session-secret');
+export const ADMIN_TOKEN = env('SB_ADMIN_TOKEN', 'test-admin-token-0123456789abcdef');
+export const JWT_SECRET = env('SB_JWT_SECRET', 'test-jwt-secret-0123456789abcdefghij');
+export const SESSION_SECRET = env('SB_SESSION_SECRET', 'test-session-secret-0123456789abcdefgh');
 export const ALLOWED_ORIGIN = env('SB_ALLOWED_ORIGIN', 'http://allowed.example');
 export const GATEWAY_PIDS = env('SB_GATEWAY_PIDS', '')
   .split(',')

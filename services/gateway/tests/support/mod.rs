@@ -18,9 +18,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub const ADMIN_TOKEN: &str = "test-admin-token";
-pub const JWT_SECRET: &str = "test-jwt-secret";
-pub const SESSION_SECRET: &str = "test-session-secret";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdefghij";
+pub const SESSION_SECRET: &str = "test-session-secret-0123456789abcdefgh";
 pub const ALLOWED_ORIGIN: &str = "http://allowed.example";
 
 const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -53,6 +53,10 @@ pub struct Cluster {
     redis_port: u16,
     rust_log: String,
     files: Files,
+    /// What the suite is told besides the defaults (`SB_*`): the extra gateway settings of
+    /// [`Cluster::start_with_env`] (as `SB_<name without SWITCHBOARD_>`), the gateway binary,
+    /// the services' and Redis' URLs.
+    suite_env: Vec<(String, String)>,
     pub gateways: Vec<Gateway>,
 }
 
@@ -193,6 +197,19 @@ impl Cluster {
 
     /// Starts a cluster whose gateways keep uploads in `files`.
     pub fn start_with(test: &str, files: Files) -> Cluster {
+        Cluster::start_with_env(test, files, &[], None)
+    }
+
+    /// Starts a cluster whose two gateway nodes also get `gateway_env` (`SWITCHBOARD_*`
+    /// settings, overriding the harness's own) and, when given, their own `RUST_LOG`
+    /// (`SWITCHBOARD_TEST_RUST_LOG` or `warn` otherwise, as every other process). The suite
+    /// sees each `SWITCHBOARD_<NAME>=value` as `SB_<NAME>=value`.
+    pub fn start_with_env(
+        test: &str,
+        files: Files,
+        gateway_env: &[(&str, &str)],
+        gateway_rust_log: Option<&str>,
+    ) -> Cluster {
         // Fail fast, before anything is started, when the workspace binaries were not built.
         let gateway_bin = workspace_bin("gateway");
         let membership_bin = workspace_bin("membership");
@@ -213,6 +230,7 @@ impl Cluster {
             redis_port: free_port(),
             rust_log: env_or("SWITCHBOARD_TEST_RUST_LOG", "warn"),
             files: Files::Folder,
+            suite_env: Vec::new(),
             gateways: Vec::new(),
         };
         eprintln!("[{test}] cluster files in {}", cluster.dir.display());
@@ -355,9 +373,30 @@ impl Cluster {
             ];
             let mut env = env;
             env.extend(files_env.iter().cloned());
+            env.extend(gateway_env.iter().map(|(k, v)| (*k, v.to_string())));
+            if let Some(level) = gateway_rust_log {
+                env.push(("RUST_LOG", level.to_string()));
+            }
             let pid = cluster.spawn(node, &gateway_bin, &[], &env);
             gateway_ports.push((node, port, pid));
         }
+        cluster.suite_env = gateway_env
+            .iter()
+            .map(|(k, v)| {
+                let name = k.strip_prefix("SWITCHBOARD_").unwrap_or(k);
+                (format!("SB_{name}"), v.to_string())
+            })
+            .collect();
+        cluster.suite_env.extend([
+            (
+                "SB_GATEWAY_BIN".to_string(),
+                gateway_bin.display().to_string(),
+            ),
+            ("SB_MEMBERSHIP_URL".to_string(), service_url("membership")),
+            ("SB_MESSAGES_URL".to_string(), service_url("messages")),
+            ("SB_PRESENCE_URL".to_string(), service_url("presence")),
+            ("SB_REDIS_URL".to_string(), redis_url.clone()),
+        ]);
         for (node, port, pid) in gateway_ports {
             cluster.wait_until(node, || http_status(port, "/readyz") == Some(200));
             cluster.gateways.push(Gateway {
@@ -471,6 +510,7 @@ impl Cluster {
                 },
             )
             .env("NO_COLOR", "1")
+            .envs(self.suite_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
