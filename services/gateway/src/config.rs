@@ -85,6 +85,21 @@ pub struct Config {
     /// standard `AWS_*` credentials) (`crate::files`).
     pub files_url: String,
     pub files_s3_endpoint: Option<String>,
+    /// A request head must be complete this long after it started (slowloris).
+    pub request_head_timeout: Duration,
+    /// The largest request head (request line and headers) accepted.
+    pub max_request_head_bytes: usize,
+    /// Open TCP connections from one IP address to one node; 0: no cap. Behind a proxy that
+    /// hides client addresses, every client shares the proxy's: raise it or set 0 there.
+    pub max_connections_per_address: usize,
+    /// Authenticated sockets of one user in one namespace, across the cluster; 0: no cap.
+    pub max_sockets_per_user: u32,
+    /// Each socket's event budget: a token bucket refilled at this rate, holding at most
+    /// `socket_event_burst`; an event finding it empty gets the contract's rate-limit error.
+    pub socket_events_per_second: f64,
+    pub socket_event_burst: f64,
+    /// After this many refused events in a row the socket is disconnected.
+    pub socket_event_overrun: u32,
     /// How long shutdown waits after telling clients to reconnect elsewhere.
     pub drain_grace: Duration,
     pub grpc_timeout: Duration,
@@ -217,6 +232,13 @@ impl Config {
             files_url: env_or("FILES_URL", ".local/files".to_string())?,
             files_s3_endpoint: env_opt("FILES_S3_ENDPOINT")?,
             drain_grace: ms("DRAIN_GRACE_MS", 1_000)?,
+            request_head_timeout: ms("REQUEST_HEAD_TIMEOUT_MS", 10_000)?,
+            max_request_head_bytes: env_or("MAX_REQUEST_HEAD_BYTES", 16_384)?,
+            max_connections_per_address: env_or("MAX_CONNECTIONS_PER_ADDRESS", 256)?,
+            max_sockets_per_user: env_or("MAX_SOCKETS_PER_USER", 20)?,
+            socket_events_per_second: env_or("SOCKET_EVENTS_PER_SECOND", 20.0)?,
+            socket_event_burst: env_or("SOCKET_EVENT_BURST", 60.0)?,
+            socket_event_overrun: env_or("SOCKET_EVENT_OVERRUN", 100)?,
             authz_cache_ttl: ms("AUTHZ_CACHE_MS", 30_000)?,
             grpc_timeout: ms("GRPC_TIMEOUT_MS", 5_000)?,
             sends_in_flight: env_or("SENDS_IN_FLIGHT", 2)?,
@@ -251,6 +273,22 @@ impl Config {
         ensure(
             self.max_rooms_per_socket > 0,
             "SWITCHBOARD_MAX_ROOMS_PER_SOCKET must be positive",
+        )?;
+        ensure(
+            !self.request_head_timeout.is_zero(),
+            "SWITCHBOARD_REQUEST_HEAD_TIMEOUT_MS must be positive",
+        )?;
+        ensure(
+            (8_192..=1_048_576).contains(&self.max_request_head_bytes),
+            "SWITCHBOARD_MAX_REQUEST_HEAD_BYTES must be between 8192 and 1048576",
+        )?;
+        ensure(
+            self.socket_events_per_second > 0.0 && self.socket_event_burst >= 1.0,
+            "SWITCHBOARD_SOCKET_EVENTS_PER_SECOND must be positive and SWITCHBOARD_SOCKET_EVENT_BURST at least 1",
+        )?;
+        ensure(
+            self.socket_event_overrun > 0,
+            "SWITCHBOARD_SOCKET_EVENT_OVERRUN must be positive",
         )?;
         if self.jwt_algorithm != JwtAlgorithm::Hs256 {
             ensure(

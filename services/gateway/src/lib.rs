@@ -19,6 +19,7 @@ pub(crate) mod http;
 pub(crate) mod metrics;
 pub(crate) mod redis;
 pub(crate) mod send_forwarder;
+pub(crate) mod serve;
 
 use std::{
     collections::HashMap,
@@ -28,7 +29,6 @@ use std::{
     },
 };
 
-use axum::serve::ListenerExt;
 use serde_json::Value;
 use socketioxide::{
     SocketIo,
@@ -209,7 +209,7 @@ impl Gateway {
                 .get(::http::header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.chars().take(256).collect()),
-            ip: None,
+            ip: serve::peer(s.req_parts()).map(|a| a.ip().to_string()),
             ttl_ms: presence_ttl_ms,
         };
         let clients = &self.core.clients;
@@ -440,31 +440,28 @@ pub async fn run(
 
     let drain_gw = gw.clone();
     let drain_io = io.clone();
-    // Socket.IO frames are small and latency-bound (an ack, then a broadcast): without
-    // TCP_NODELAY, Nagle holds the second write until the first is ACKed (up to 40 ms).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            drain_gw.draining.store(true, Ordering::Relaxed);
-            tracing::info!("draining: asking clients to reconnect elsewhere");
-            for ns in drain_gw.core.fanout.namespaces() {
-                if let Some(op) = drain_io.of(&ns) {
-                    let _ = op
-                        .local()
-                        .emit("server:draining", &serde_json::json!({ "reconnect": true }))
-                        .await;
-                }
+    let limits = serve::HttpLimits {
+        head_timeout: config.request_head_timeout,
+        max_head_bytes: config.max_request_head_bytes,
+        connections_per_address: config.max_connections_per_address,
+    };
+    serve::serve(listener, app, limits, gw.metrics.clone(), async move {
+        shutdown.await;
+        drain_gw.draining.store(true, Ordering::Relaxed);
+        tracing::info!("draining: asking clients to reconnect elsewhere");
+        for ns in drain_gw.core.fanout.namespaces() {
+            if let Some(op) = drain_io.of(&ns) {
+                let _ = op
+                    .local()
+                    .emit("server:draining", &serde_json::json!({ "reconnect": true }))
+                    .await;
             }
-            tokio::time::sleep(drain_gw.config.drain_grace).await;
-            // Closing the transports (not a namespace disconnect) makes clients reconnect.
-            drain_io.close().await;
-        })
-        .await?;
+        }
+        tokio::time::sleep(drain_gw.config.drain_grace).await;
+        // Closing the transports (not a namespace disconnect) makes clients reconnect.
+        drain_io.close().await;
+    })
+    .await?;
     for t in tasks {
         t.abort();
     }
