@@ -39,6 +39,9 @@ pub enum AuthFailure {
     OriginNotAllowed,
     /// The session store could not be reached.
     Unavailable,
+    /// Authenticated, but the user already holds as many sockets as allowed
+    /// (`SWITCHBOARD_MAX_SOCKETS_PER_USER`).
+    TooManyConnections,
 }
 
 pub struct Authenticator {

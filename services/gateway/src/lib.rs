@@ -36,6 +36,7 @@ use socketioxide::{
     handler::ConnectHandler,
 };
 use socketioxide_redis::RedisAdapterCtr;
+use switchboard_common::ErrorCode;
 use switchboard_proto::presence as pp;
 use tokio::net::TcpListener;
 
@@ -144,21 +145,52 @@ impl Gateway {
             .await
     }
 
-    /// After a successful handshake, still before the client hears `connect`: personal and
-    /// session rooms, the dialect's handlers, presence and the disconnect hook. Doing this
-    /// before the CONNECT packet leaves no window in which an early event finds no handler or
-    /// a quick close finds no disconnect hook (which would leave a ghost socket online).
+    /// After a successful handshake, still before the client hears `connect`: presence (which
+    /// enforces the per-user cap of sockets, cluster-wide), personal and session rooms, the
+    /// dialect's handlers and the disconnect hook. Doing this before the CONNECT packet leaves
+    /// no window in which an early event finds no handler or a quick close finds no disconnect
+    /// hook (which would leave a ghost socket online).
     async fn on_authenticated(
         self: &Arc<Self>,
         mount: &Mount,
         s: &SocketRef<Adapter>,
         identity: &Identity,
-    ) {
+    ) -> Result<(), AuthFailure> {
         let namespace = mount.namespace.as_str();
         let presence_ttl_ms = mount
             .dialect
             .presence_ttl()
             .map_or(0, |t| t.as_millis() as i64);
+        let req = pp::AddSocketRequest {
+            socket: Some(self.socket_ref(namespace, s, &identity.user_id)),
+            node_id: self.config.node_id.clone(),
+            user_agent: s
+                .req_parts()
+                .headers
+                .get(::http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(256).collect()),
+            ip: serve::peer(s.req_parts()).map(|a| a.ip().to_string()),
+            ttl_ms: presence_ttl_ms,
+            max_user_sockets: self.config.max_sockets_per_user,
+        };
+        let clients = &self.core.clients;
+        match clients
+            .call(
+                "presence",
+                "AddSocket",
+                clients.presence.clone().add_socket(req),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.code == ErrorCode::RateLimited => {
+                return Err(AuthFailure::TooManyConnections);
+            }
+            // The connection still works (uncapped); the user shows offline until they
+            // reconnect.
+            Err(e) => tracing::warn!(error = %e, "presence not recorded"),
+        }
         s.join(user_room(&identity.user_id));
         if let Some(sid) = &identity.session_id {
             s.join(session_room(sid));
@@ -200,30 +232,7 @@ impl Gateway {
                 tracing::warn!(error = %e, "presence removal failed (expires by TTL)");
             }
         });
-        let req = pp::AddSocketRequest {
-            socket: Some(self.socket_ref(namespace, s, &identity.user_id)),
-            node_id: self.config.node_id.clone(),
-            user_agent: s
-                .req_parts()
-                .headers
-                .get(::http::header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(|v| v.chars().take(256).collect()),
-            ip: serve::peer(s.req_parts()).map(|a| a.ip().to_string()),
-            ttl_ms: presence_ttl_ms,
-        };
-        let clients = &self.core.clients;
-        if let Err(e) = clients
-            .call(
-                "presence",
-                "AddSocket",
-                clients.presence.clone().add_socket(req),
-            )
-            .await
-        {
-            // The connection still works; the user shows offline until they reconnect.
-            tracing::warn!(error = %e, "presence not recorded");
-        }
+        Ok(())
     }
 
     /// Extends the presence TTL of one socket (on `presence:ping`).
@@ -286,11 +295,12 @@ async fn mount_dialect(
             } else {
                 gw.authenticate(&s, auth.ok(), dialect.credentials()).await
             };
+            let outcome = match outcome {
+                Ok(identity) => gw.on_authenticated(&mount, &s, &identity).await,
+                Err(why) => Err(why),
+            };
             match outcome {
-                Ok(identity) => {
-                    gw.on_authenticated(&mount, &s, &identity).await;
-                    Ok(())
-                }
+                Ok(()) => Ok(()),
                 Err(why) => {
                     tracing::info!(?why, dialect = dialect.name(), "handshake refused");
                     gw.metrics.error(dialect.refusal(why));

@@ -44,6 +44,9 @@ pub struct NewSocket {
     pub ip: Option<String>,
     /// `None`: the configured default.
     pub ttl_ms: Option<u64>,
+    /// The most live sockets the user may have in the namespace, this one included (`None`: no
+    /// cap); beyond it the socket is not added and the call answers `RATE_LIMITED`.
+    pub max_user_sockets: Option<u32>,
 }
 
 /// Sockets whose presence to extend, by `ttl_ms` (`None`: the configured default).
@@ -174,6 +177,7 @@ impl TryFrom<pb::AddSocketRequest> for NewSocket {
             user_agent: info("user_agent", r.user_agent)?,
             ip: info("ip", r.ip)?,
             ttl_ms: presence_ttl(r.ttl_ms)?,
+            max_user_sockets: (r.max_user_sockets > 0).then_some(r.max_user_sockets),
         })
     }
 }

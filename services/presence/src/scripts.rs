@@ -101,13 +101,21 @@ local function transition(ns, uid, now, throttle, retention)
 end
 "#;
 
-/// ARGV: prefix, ttl, throttle, retention, ns, uid, sid, node, user_agent, ip ('' = absent).
-/// Returns 1 when the user had no live socket before.
+/// ARGV: prefix, ttl, throttle, retention, ns, uid, sid, node, user_agent, ip ('' = absent),
+/// max live sockets of the user in the namespace (0 = no cap).
+/// Returns 1 when the user had no live socket before, -1 (and changes nothing) when the user
+/// already has the maximum.
 pub const ADD_SOCKET: &str = r#"
 local ttl, throttle, retention = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local ns, uid, sid, node, ua, ip = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local max_sockets = tonumber(ARGV[11])
 local now = now_ms()
 local expiry = now + ttl
+local uk = user_key(ns, uid)
+if max_sockets > 0 and not redis.call('ZSCORE', uk, sid)
+    and redis.call('ZCOUNT', uk, '(' .. fmt(now), '+inf') >= max_sockets then
+  return -1
+end
 local was_online = is_online(ns, uid, now)
 local sk = socket_key(ns, sid)
 -- A socket id reused by another user (should not happen): it leaves the previous user first.
@@ -118,7 +126,6 @@ if owner and owner ~= uid then
   redis.call('DEL', sk)
   transition(ns, owner, now, throttle, retention)
 end
-local uk = user_key(ns, uid)
 redis.call('ZADD', uk, fmt(expiry), sid)
 redis.call('PEXPIRE', uk, ttl)
 redis.call('HSETNX', sk, 'connected_at', fmt(now))

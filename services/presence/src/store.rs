@@ -11,7 +11,7 @@ use fred::{
     types::{FromValue, config::ReconnectPolicy},
 };
 use serde::Deserialize;
-use switchboard_common::DomainError;
+use switchboard_common::{DomainError, ErrorCode};
 
 use crate::{
     Config,
@@ -155,9 +155,16 @@ impl Store {
             s.node_id,
             s.user_agent.unwrap_or_default(),
             s.ip.unwrap_or_default(),
+            s.max_user_sockets.unwrap_or(0).to_string(),
         ];
-        let was_offline: i64 = self.run(&self.add, args).await.map_err(redis_error)?;
-        Ok(was_offline == 1)
+        let outcome: i64 = self.run(&self.add, args).await.map_err(redis_error)?;
+        if outcome == -1 {
+            return Err(DomainError::new(
+                ErrorCode::RateLimited,
+                "The user has as many connections as allowed",
+            ));
+        }
+        Ok(outcome == 1)
     }
 
     /// Removes a socket (unknown ones too); `true` when the user has no live socket left.

@@ -188,6 +188,7 @@ async fn add(c: &mut PresenceClient<Channel>, user: &str, socket: &str) -> bool 
         user_agent: None,
         ip: None,
         ttl_ms: 0,
+        max_user_sockets: 0,
     })
     .await
     .unwrap()
@@ -287,6 +288,46 @@ async fn two_devices_online_once_offline_after_both_leave() {
 }
 
 #[tokio::test]
+async fn a_user_holds_at_most_its_cap_of_live_sockets() {
+    let prefix = prefix();
+    let replica = Replica::start(test_config(&prefix)).await;
+    let mut c = replica.client.clone();
+    let capped = |socket: &str| pb::AddSocketRequest {
+        socket: Some(sref("/", "gina", socket)),
+        node_id: "node-1".into(),
+        user_agent: None,
+        ip: None,
+        ttl_ms: 0,
+        max_user_sockets: 2,
+    };
+    c.add_socket(capped("s1")).await.expect("first");
+    c.add_socket(capped("s2")).await.expect("second");
+    let refused = c
+        .add_socket(capped("s3"))
+        .await
+        .expect_err("third over the cap");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    // The refused socket was not recorded; an existing one may re-register.
+    assert_eq!(presence(&mut c, &["gina"]).await[0].sockets.len(), 2);
+    c.add_socket(capped("s2"))
+        .await
+        .expect("a known socket re-registers");
+    // Another namespace has its own count; a slot freed is a slot to take.
+    let mut other = capped("s3");
+    other.socket = Some(sref("/other", "gina", "s3"));
+    c.add_socket(other).await.expect("another namespace");
+    remove(&mut c, "gina", "s1").await;
+    c.add_socket(capped("s3")).await.expect("a slot came back");
+
+    replica.shutdown().await;
+    cleanup(&prefix).await;
+}
+
+#[tokio::test]
 async fn unrefreshed_socket_expires_refreshed_one_stays() {
     let prefix = prefix();
     let events = Events::subscribe(&prefix).await;
@@ -366,6 +407,7 @@ async fn a_socket_keeps_its_own_ttl() {
             user_agent: None,
             ip: None,
             ttl_ms,
+            max_user_sockets: 0,
         })
         .await
         .unwrap();
@@ -556,6 +598,7 @@ async fn get_presence_snapshot() {
             user_agent: ua.map(Into::into),
             ip: ip.map(Into::into),
             ttl_ms: 0,
+            max_user_sockets: 0,
         })
         .await
         .unwrap();
@@ -567,6 +610,7 @@ async fn get_presence_snapshot() {
         user_agent: None,
         ip: None,
         ttl_ms: 0,
+        max_user_sockets: 0,
     })
     .await
     .unwrap();
@@ -634,6 +678,7 @@ async fn invalid_requests_are_validation_errors() {
         user_agent: None,
         ip: None,
         ttl_ms: 0,
+        max_user_sockets: 0,
     };
     for req in [
         bad_add(None, "n"),

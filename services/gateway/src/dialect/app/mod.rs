@@ -142,6 +142,8 @@ impl Dialect for App {
     fn refusal(&self, why: AuthFailure) -> &'static str {
         match why {
             AuthFailure::Expired => "socket_error:token_expired",
+            // The document's codes are open (`| string`); this one names the limit.
+            AuthFailure::TooManyConnections => "socket_error:rate_limited",
             _ => "socket_error:unauthorized",
         }
     }

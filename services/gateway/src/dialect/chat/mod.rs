@@ -117,8 +117,12 @@ impl Dialect for Chat {
         }
     }
 
-    fn refusal(&self, _why: AuthFailure) -> &'static str {
-        "UNAUTHORIZED"
+    fn refusal(&self, why: AuthFailure) -> &'static str {
+        match why {
+            // The contract's rate-limit code: the credentials were fine.
+            AuthFailure::TooManyConnections => "RATE_LIMITED",
+            _ => "UNAUTHORIZED",
+        }
     }
 
     fn handle(&self, cx: EventCx, event: &str, data: Value) -> Option<HandlerFuture> {

@@ -53,8 +53,12 @@ impl Dialect for Guild {
         }
     }
 
-    fn refusal(&self, _why: AuthFailure) -> &'static str {
-        "E_UNAUTHORIZED"
+    fn refusal(&self, why: AuthFailure) -> &'static str {
+        match why {
+            // The contract's rate-limit code: the credentials were fine.
+            AuthFailure::TooManyConnections => "E_RATE_LIMITED",
+            _ => "E_UNAUTHORIZED",
+        }
     }
 
     fn handle(&self, cx: EventCx, event: &str, data: Value) -> Option<HandlerFuture> {

@@ -76,8 +76,11 @@ impl Dialect for Tasks {
         }
     }
 
-    fn refusal(&self, _why: AuthFailure) -> &'static str {
-        "UNAUTHORIZED"
+    fn refusal(&self, why: AuthFailure) -> &'static str {
+        match why {
+            AuthFailure::TooManyConnections => "RATE_LIMITED",
+            _ => "UNAUTHORIZED",
+        }
     }
 
     fn refusal_after_connect(&self, why: AuthFailure) -> Option<Emit> {
@@ -86,6 +89,7 @@ impl Dialect for Tasks {
             AuthFailure::Expired => "Token expired",
             AuthFailure::Unavailable => "Authentication unavailable, try again",
             AuthFailure::Invalid | AuthFailure::OriginNotAllowed => "Invalid token",
+            AuthFailure::TooManyConnections => "Too many connections",
         };
         Some(Emit {
             event: "auth:failed",
