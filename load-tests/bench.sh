@@ -33,6 +33,8 @@ REDIS_URL="${SWITCHBOARD_REDIS_URL:-redis://127.0.0.1:6379}"
 BIN="${BENCH_BIN:-${CARGO_TARGET_DIR:-$SB_ROOT/target}/release}"
 LOGS="$SB_LOCAL/bench-logs"
 # Rate limits out of the way on both systems (both still run their limiter on every send).
+# Switchboard's per-socket event budget and per-address connection cap are lifted too (every
+# generated client comes from 127.0.0.1; the budget is still computed on every event).
 RATE_LIMIT=100000000
 mkdir -p "$RAW" "$LOGS"
 ulimit -n "$(ulimit -Hn)"
@@ -103,7 +105,9 @@ start_switchboard() {
             SWITCHBOARD_MEMBERSHIP_URL=http://127.0.0.1:50061 SWITCHBOARD_MESSAGES_URL=http://127.0.0.1:50062 \
             SWITCHBOARD_PRESENCE_URL=http://127.0.0.1:50063 SWITCHBOARD_ADMIN_TOKEN="$ADMIN_TOKEN" \
             SWITCHBOARD_JWT_SECRET="$JWT_SECRET" SWITCHBOARD_SESSION_SECRET=bench-session-secret-0123456789abcdefgh \
-            SWITCHBOARD_CHAT_RATE_LIMIT="$RATE_LIMIT" "$BIN/gateway"
+            SWITCHBOARD_CHAT_RATE_LIMIT="$RATE_LIMIT" \
+            SWITCHBOARD_MAX_CONNECTIONS_PER_ADDRESS=0 SWITCHBOARD_SOCKET_EVENTS_PER_SECOND=1000000 \
+            SWITCHBOARD_SOCKET_EVENT_BURST=1000000 "$BIN/gateway"
         NODE_PIDS[switchboard-$n]=$LAST_PID
         pids+=("$LAST_PID")
         wait_http "http://127.0.0.1:$port/readyz"
