@@ -58,6 +58,9 @@ pub struct Authenticator {
     session_ttl: Duration,
     allowed_origins: Vec<String>,
     redis: Client,
+    /// Prefix of the revocation keys (`<prefix>revoked:<userId>` = unix seconds: credentials
+    /// of the user issued at or before it are refused).
+    revocation_prefix: String,
 }
 
 #[derive(Deserialize)]
@@ -137,6 +140,7 @@ impl Authenticator {
             session_ttl: config.session_ttl,
             allowed_origins: config.allowed_origins.clone(),
             redis,
+            revocation_prefix: format!("{}revoked:", config.redis_prefix),
         })
     }
 
@@ -151,12 +155,64 @@ impl Authenticator {
             return Err(AuthFailure::Invalid);
         }
         if looks_like_jwt(token) {
-            return self.verify_jwt(token);
+            let (identity, issued_at) = self.decode_jwt(token)?;
+            self.ensure_not_revoked(&identity.user_id, issued_at)
+                .await?;
+            return Ok(identity);
         }
         self.session_user(token).await
     }
 
+    /// Revokes every credential of `user_id` issued up to now (JWTs by `iat`, sessions by their
+    /// creation), on every node: they share the key. Answers the revocation time (unix seconds).
+    pub async fn revoke_user(&self, user_id: &str) -> anyhow::Result<i64> {
+        let now = time_fmt::now_ms() / 1000;
+        // Kept as long as a revoked token could still be valid: the longest token lifetime
+        // when there is one, else for good (one small key per revoked user).
+        let expiry = self
+            .max_age
+            .map(|max| Expiration::EX(max.as_secs() as i64 + 60));
+        let _: () = self
+            .redis
+            .set(
+                format!("{}{user_id}", self.revocation_prefix),
+                now,
+                expiry,
+                None,
+                false,
+            )
+            .await?;
+        Ok(now)
+    }
+
+    /// Refuses a credential of `user_id` issued at `issued_at` (unix seconds; None: unknown)
+    /// when the user's credentials were revoked at or after it.
+    async fn ensure_not_revoked(
+        &self,
+        user_id: &str,
+        issued_at: Option<i64>,
+    ) -> Result<(), AuthFailure> {
+        let revoked: Option<i64> = self
+            .redis
+            .get(format!("{}{user_id}", self.revocation_prefix))
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "revocation list unreachable");
+                AuthFailure::Unavailable
+            })?;
+        match (revoked, issued_at) {
+            (Some(before), Some(at)) if at > before => Ok(()),
+            (Some(_), _) => Err(AuthFailure::Invalid),
+            (None, _) => Ok(()),
+        }
+    }
+
     pub fn verify_jwt(&self, token: &str) -> Result<Identity, AuthFailure> {
+        self.decode_jwt(token).map(|(identity, _)| identity)
+    }
+
+    /// A verified JWT's identity and `iat`.
+    fn decode_jwt(&self, token: &str) -> Result<(Identity, Option<i64>), AuthFailure> {
         let mut validation = Validation::new(self.algorithm);
         let mut required = vec!["exp", "sub"];
         validation.validate_exp = true;
@@ -202,10 +258,13 @@ impl Authenticator {
             serde_json::Value::Number(n) => n.to_string(),
             _ => return Err(AuthFailure::Invalid),
         };
-        Ok(Identity {
-            user_id,
-            session_id: None,
-        })
+        Ok((
+            Identity {
+                user_id,
+                session_id: None,
+            },
+            data.claims.iat,
+        ))
     }
 
     /// Signs a JWT for `user_id` (integration API `POST /v1/tokens`).
@@ -263,6 +322,18 @@ impl Authenticator {
                 _ => None,
             })
             .ok_or(AuthFailure::Invalid)?;
+        // express-session keeps when the cookie expires and how long it lived: its creation.
+        let created_at = value
+            .pointer("/cookie/expires")
+            .and_then(|v| v.as_str())
+            .and_then(time_fmt::parse_iso_ms)
+            .zip(
+                value
+                    .pointer("/cookie/originalMaxAge")
+                    .and_then(|v| v.as_i64()),
+            )
+            .map(|(expires, lived)| (expires - lived) / 1000);
+        self.ensure_not_revoked(&user, created_at).await?;
         Ok(Identity {
             user_id: user,
             session_id: Some(sid.to_string()),

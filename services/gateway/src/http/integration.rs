@@ -14,7 +14,11 @@ use axum::{
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
-use switchboard_common::{DomainError, ErrorCode, RoomKey, room::check_client_id, time_fmt};
+use switchboard_common::{
+    DomainError, ErrorCode, RoomKey,
+    room::{check_client_id, exceeds_chars},
+    time_fmt,
+};
 use switchboard_proto::{common as pc, membership as pm};
 
 use super::{
@@ -48,6 +52,7 @@ pub(super) fn routes(gw: Arc<Gateway>) -> Router<Arc<Gateway>> {
         .route("/v1/rooms/{kind}/{room_id}/events", post(post_room_event))
         .route("/v1/users/{user_id}/events", post(post_user_event))
         .route("/v1/users/{user_id}/disconnect", post(disconnect_user))
+        .route("/v1/users/{user_id}/revoke", post(revoke_user))
         .route_layer(middleware::from_fn_with_state(gw.clone(), require_admin));
     admin.route("/v1/rooms/{kind}/{room_id}/messages", get(room_history))
 }
@@ -522,6 +527,20 @@ struct DisconnectBody {
     reason: Option<String>,
 }
 
+/// A reason is shown to every socket of the user.
+const MAX_REASON_CHARS: usize = 256;
+
+impl DisconnectBody {
+    fn reason(self) -> Result<Option<String>, DomainError> {
+        match self.reason {
+            Some(r) if exceeds_chars(&r, MAX_REASON_CHARS) => Err(DomainError::validation(
+                format!("reason must have at most {MAX_REASON_CHARS} characters"),
+            )),
+            other => Ok(other),
+        }
+    }
+}
+
 async fn disconnect_user(
     State(gw): Gw,
     Path(user_id): Path<String>,
@@ -535,11 +554,40 @@ async fn disconnect_user(
         serde_json::from_slice(&body).map_err(|_| DomainError::validation("Invalid body"))?
     };
     let reason = body
-        .reason
+        .reason()?
         .unwrap_or_else(|| "disconnected by the server".to_string());
     tracing::info!(%user_id, %reason, "disconnecting user");
     if !gw.core.disconnect_room(user_room(&user_id), &reason).await {
         return Err(DomainError::of(ErrorCode::Unavailable).into());
     }
     Ok((StatusCode::ACCEPTED, Json(json!({ "ok": true }))).into_response())
+}
+
+/// `POST /v1/users/{userId}/revoke`: every credential of the user issued up to now (JWTs by
+/// `iat`, sessions by creation) is refused from now on by every node, and every socket of the
+/// user is disconnected: a ban that outlives the reconnect. Credentials issued afterwards work.
+async fn revoke_user(
+    State(gw): Gw,
+    Path(user_id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    validate_id("userId", &user_id)?;
+    let body: DisconnectBody = if body.is_empty() {
+        DisconnectBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|_| DomainError::validation("Invalid body"))?
+    };
+    let reason = body
+        .reason()?
+        .unwrap_or_else(|| "credentials revoked".to_string());
+    let revoked_before = gw.auth.revoke_user(&user_id).await.map_err(|e| {
+        tracing::warn!(error = %e, "revocation not stored");
+        DomainError::of(ErrorCode::Unavailable)
+    })?;
+    tracing::info!(%user_id, %reason, "credentials revoked");
+    // Sockets already connected were authenticated before: they go now.
+    if !gw.core.disconnect_room(user_room(&user_id), &reason).await {
+        return Err(DomainError::of(ErrorCode::Unavailable).into());
+    }
+    Ok(Json(json!({ "revokedBefore": time_fmt::iso_ms(revoked_before * 1000) })).into_response())
 }
