@@ -280,7 +280,7 @@ mod tests {
             refilled_at: t0,
             refused_in_a_row: 0,
         };
-        let mut at =
+        let at =
             |s: &mut SocketEvents, ms: u64| s.arrive(&budget, t0 + Duration::from_millis(ms)).2;
         for _ in 0..3 {
             assert_eq!(at(&mut s, 0), Admission::Admit, "the burst");

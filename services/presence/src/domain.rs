@@ -285,6 +285,7 @@ mod tests {
             user_agent: Some("a".repeat(1000)),
             ip: Some(String::new()),
             ttl_ms: 0,
+            max_user_sockets: 0,
         };
         let s = NewSocket::try_from(r).unwrap();
         assert_eq!(s.user_agent.unwrap().len(), MAX_ID_CHARS);

@@ -313,4 +313,52 @@ mod tests {
         assert!(m(&[("chat", "/"), ("app", "/")]).is_err());
         assert!(m(&[("chat", "x")]).is_err());
     }
+
+    /// Any JSON value: scalars at the leaves (huge and fractional numbers, any string), arrays
+    /// and objects nested a few levels, keys that are the fields dialects read.
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            any::<String>().prop_map(Value::from),
+            "[0-9]{0,25}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                proptest::collection::btree_map("(id|chatId|content|[a-z]{1,8})", inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// The field decoders every dialect parses payloads with: any JSON gives a value that
+        /// obeys the rule or a validation error, never a panic.
+        #[test]
+        fn field_decoders_take_any_json(v in any_json()) {
+            if let Ok(o) = object(&v) {
+                if let Ok(s) = string_field(o, "content", 16) {
+                    proptest::prop_assert!(!s.is_empty() && s.chars().count() <= 16 && !s.contains('\0'));
+                }
+                for name in ["id", "chatId"] {
+                    if let Ok(id) = numeric_id(o.get(name), name) {
+                        proptest::prop_assert!(id.len() <= 18 && id.bytes().all(|b| b.is_ascii_digit()));
+                        proptest::prop_assert_eq!(numeric_json(&id), Value::from(id.parse::<i64>().unwrap()));
+                    }
+                    if let Ok(id) = positive_id(o.get(name), name) {
+                        proptest::prop_assert!(id > 0);
+                    }
+                }
+            }
+            for e in [numeric_id(Some(&v), "id").err(), positive_id(Some(&v), "id").err()].into_iter().flatten() {
+                proptest::prop_assert_eq!(e.code, switchboard_common::ErrorCode::Validation);
+            }
+        }
+    }
 }
