@@ -2,6 +2,10 @@
 //! exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Without an exporter, spans still
 //! get W3C trace ids, so the `correlationId` shown to users is always a real trace id.
 //!
+//! Logs and traces are filtered apart: `RUST_LOG` says what is logged, `SWITCHBOARD_TRACE_FILTER`
+//! (default `info`) which spans are traced. A production node logging at `warn` still traces
+//! every request, so the `correlationId` of an error leads to its trace.
+//!
 //! Trace context crosses gRPC in the `traceparent` metadata entry: clients wrap their channel
 //! with [`inject_trace_context`], servers start their request span with [`grpc_server_span`].
 //! A call that carries several sends (`SendMany`) carries each one's trace in its item
@@ -16,7 +20,7 @@ use opentelemetry::{
 };
 use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{EnvFilter, Layer as _, layer::SubscriberExt, util::SubscriberInitExt};
 
 /// Flushes spans when dropped (at the end of `main`).
 pub struct TelemetryGuard {
@@ -56,7 +60,7 @@ pub fn init(service_name: &'static str) -> anyhow::Result<TelemetryGuard> {
     global::set_tracer_provider(provider.clone());
     let tracer = provider.tracer(service_name);
 
-    let filter = EnvFilter::try_from_default_env()
+    let log_filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info"))
         // At debug, socketioxide's client logs every packet and each handshake's `auth` object,
         // tokens included: held at warn whatever RUST_LOG says.
@@ -65,16 +69,29 @@ pub fn init(service_name: &'static str) -> anyhow::Result<TelemetryGuard> {
                 .parse()
                 .expect("a valid filter directive"),
         );
+    let trace_filter = match std::env::var("SWITCHBOARD_TRACE_FILTER") {
+        Ok(v) if !v.trim().is_empty() => EnvFilter::try_new(v.trim())
+            .map_err(|e| anyhow::anyhow!("SWITCHBOARD_TRACE_FILTER={v:?}: {e}"))?,
+        _ => EnvFilter::new("info"),
+    };
     let json = std::env::var("SWITCHBOARD_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let registry = tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_opentelemetry::layer().with_tracer(tracer));
+    let registry = tracing_subscriber::registry().with(
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(trace_filter),
+    );
     let result = if json {
         registry
-            .with(tracing_subscriber::fmt::layer().json())
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_filter(log_filter),
+            )
             .try_init()
     } else {
-        registry.with(tracing_subscriber::fmt::layer()).try_init()
+        registry
+            .with(tracing_subscriber::fmt::layer().with_filter(log_filter))
+            .try_init()
     };
     // A second init (tests running several services in one process) keeps the first subscriber.
     let _ = result;
@@ -86,22 +103,11 @@ pub fn current_trace_id() -> String {
     let cx = tracing::Span::current().context();
     let id = cx.span().span_context().trace_id();
     if id == opentelemetry::trace::TraceId::INVALID {
-        // No subscriber with the OpenTelemetry layer (unit tests): still unique per call.
-        return format!("{:032x}", rand_u128());
+        // Outside any traced span (unit tests without the OpenTelemetry layer): a random id of
+        // the same form, unique per call.
+        return format!("{:032x}", uuid::Uuid::new_v4().as_u128());
     }
     id.to_string()
-}
-
-fn rand_u128() -> u128 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    (h.finish() as u128) << 64 | h.finish() as u128
 }
 
 struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
@@ -160,12 +166,39 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
+/// Calls a node makes on a timer, not on anyone's behalf (the outbox sweep, presence
+/// refreshes): without a caller's trace they are traced at debug, so that they do not make an
+/// empty root trace every second per node.
+const PERIODIC_RPCS: &[&str] = &[
+    "/switchboard.messages.v1.Messages/ClaimUndelivered",
+    "/switchboard.presence.v1.Presence/Refresh",
+];
+
 /// The span of one incoming gRPC request, a child of the caller's trace when it sent one.
 pub fn grpc_server_span<B>(req: &http::Request<B>) -> tracing::Span {
     let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
-    let span = tracing::info_span!("grpc", rpc = %req.uri().path(), otel.kind = "server");
+    let rpc = req.uri().path();
+    let span = if !parent.span().span_context().is_valid() && PERIODIC_RPCS.contains(&rpc) {
+        tracing::debug_span!("grpc", rpc = %rpc, otel.kind = "server")
+    } else {
+        tracing::info_span!("grpc", rpc = %rpc, otel.kind = "server")
+    };
     let _ = span.set_parent(parent);
     span
+}
+
+/// Links `span` to the trace of `traceparent` (a W3C value; ignored when empty or invalid):
+/// for a span that serves several traces at once (one `SendMany` call carries many sends).
+pub fn link_traceparent(span: &tracing::Span, traceparent: &str) {
+    if traceparent.is_empty() {
+        return;
+    }
+    let carrier = HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
+    let cx = global::get_text_map_propagator(|p| p.extract(&carrier));
+    let linked = cx.span().span_context().clone();
+    if linked.is_valid() {
+        span.add_link(linked);
+    }
 }
 
 /// The span of one incoming HTTP request, a child of the caller's trace when it sent one.

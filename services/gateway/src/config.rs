@@ -237,7 +237,9 @@ impl Config {
             max_connections_per_address: env_or("MAX_CONNECTIONS_PER_ADDRESS", 256)?,
             max_sockets_per_user: env_or("MAX_SOCKETS_PER_USER", 20)?,
             socket_events_per_second: env_or("SOCKET_EVENTS_PER_SECOND", 20.0)?,
-            socket_event_burst: env_or("SOCKET_EVENT_BURST", 60.0)?,
+            // A client may join every room it is allowed (MAX_ROOMS_PER_SOCKET) right after
+            // connecting.
+            socket_event_burst: env_or("SOCKET_EVENT_BURST", 200.0)?,
             socket_event_overrun: env_or("SOCKET_EVENT_OVERRUN", 100)?,
             authz_cache_ttl: ms("AUTHZ_CACHE_MS", 30_000)?,
             grpc_timeout: ms("GRPC_TIMEOUT_MS", 5_000)?,

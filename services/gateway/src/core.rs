@@ -684,7 +684,14 @@ impl Core {
             .await;
         match allowed {
             Ok(1) => Ok(()),
-            Ok(_) => Err(DomainError::of(ErrorCode::RateLimited)),
+            Ok(_) => Err(DomainError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "Maximum {} messages per {} seconds",
+                    rule.limit,
+                    (rule.window_ms as f64 / 1000.0).round() as u64
+                ),
+            )),
             Err(e) => {
                 tracing::warn!(error = %e, "rate window unavailable: letting the send through");
                 self.fanout.metrics().error("RATE_UNCHECKED");

@@ -78,6 +78,11 @@ impl Messages for MessagesService {
                 "at most {MAX_SEND_MANY_ITEMS} sends per call"
             ))));
         }
+        // The call's own span serves every send it carries: linked to each one's trace.
+        let call = tracing::Span::current();
+        for item in &items {
+            telemetry::link_traceparent(&call, &item.traceparent);
+        }
         // Concurrently: plain sends of one call land in the same batch of their lane.
         let outcomes = futures_util::future::join_all(items.into_iter().map(|item| {
             let span = tracing::info_span!("send");

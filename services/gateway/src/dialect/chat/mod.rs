@@ -141,20 +141,10 @@ impl Dialect for Chat {
     }
 
     fn error(&self, _event: &str, e: &DomainError, correlation_id: &str) -> Reply {
-        let message = if e.code == ErrorCode::RateLimited {
-            let rule = &self.0.rate;
-            format!(
-                "Maximum {} messages per {} seconds",
-                rule.limit,
-                (rule.window_ms as f64 / 1000.0).round() as u64
-            )
-        } else {
-            e.message.clone()
-        };
         Reply::ack(json!({
             "ok": false,
             "error": code(e.code),
-            "message": message,
+            "message": e.message,
             "correlationId": correlation_id,
         }))
     }
