@@ -8,7 +8,7 @@ use std::sync::{
     atomic::{AtomicI64, Ordering},
 };
 
-use socketioxide::{SocketIo, socket::Sid};
+use socketioxide::{BroadcastError, SocketIo, socket::Sid};
 
 use switchboard_common::RoomKey;
 
@@ -123,6 +123,19 @@ impl Fanout {
         }
         match op.emit(e.event, &e.data).await {
             Ok(()) => {
+                self.metrics.event_out(&e.namespace, e.event);
+                true
+            }
+            // Only some local sockets could not take it (their queue full: a slow consumer,
+            // which its write deadline disconnects; or closing): everyone else has it, so it is
+            // delivered. Broadcasting it again would repeat it to all of them.
+            Err(BroadcastError::Socket(failed)) => {
+                self.metrics.dropped_deliveries.inc_by(failed.len() as u64);
+                tracing::debug!(
+                    sockets = failed.len(),
+                    event = e.event,
+                    "delivery dropped to sockets that cannot take it"
+                );
                 self.metrics.event_out(&e.namespace, e.event);
                 true
             }

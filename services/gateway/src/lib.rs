@@ -34,6 +34,7 @@ use socketioxide::{
     SocketIo,
     extract::{SocketRef, TryData},
     handler::ConnectHandler,
+    socket::DisconnectReason,
 };
 use socketioxide_redis::RedisAdapterCtr;
 use switchboard_common::ErrorCode;
@@ -208,30 +209,33 @@ impl Gateway {
         let gw = self.clone();
         let ns = namespace.to_string();
         let user = identity.user_id.clone();
-        s.on_disconnect(move |s: SocketRef<Adapter>| async move {
-            gw.metrics.connections.dec();
-            gw.sockets
-                .lock()
-                .expect("socket registry")
-                .remove(&s.id.to_string());
-            let req = pp::RemoveSocketRequest {
-                socket: Some(gw.socket_ref(&ns, &s, &user)),
-            };
-            let Ok(_in_flight) = gw.background_calls.acquire().await else {
-                return;
-            };
-            let clients = &gw.core.clients;
-            if let Err(e) = clients
-                .call(
-                    "presence",
-                    "RemoveSocket",
-                    clients.presence.clone().remove_socket(req),
-                )
-                .await
-            {
-                tracing::warn!(error = %e, "presence removal failed (expires by TTL)");
-            }
-        });
+        s.on_disconnect(
+            move |s: SocketRef<Adapter>, reason: DisconnectReason| async move {
+                gw.metrics.connections.dec();
+                gw.metrics.disconnect(&reason.to_string());
+                gw.sockets
+                    .lock()
+                    .expect("socket registry")
+                    .remove(&s.id.to_string());
+                let req = pp::RemoveSocketRequest {
+                    socket: Some(gw.socket_ref(&ns, &s, &user)),
+                };
+                let Ok(_in_flight) = gw.background_calls.acquire().await else {
+                    return;
+                };
+                let clients = &gw.core.clients;
+                if let Err(e) = clients
+                    .call(
+                        "presence",
+                        "RemoveSocket",
+                        clients.presence.clone().remove_socket(req),
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %e, "presence removal failed (expires by TTL)");
+                }
+            },
+        );
         Ok(())
     }
 

@@ -22,6 +22,11 @@ pub struct CodeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GrpcLabels {
     pub service: &'static str,
     pub method: &'static str,
@@ -37,6 +42,10 @@ pub struct Metrics {
     pub grpc: Family<GrpcLabels, Histogram>,
     pub grpc_server: Family<GrpcLabels, Histogram>,
     pub redelivered: Counter<u64, AtomicU64>,
+    pub disconnects: Family<ReasonLabels, Counter<u64, AtomicU64>>,
+    /// Deliveries to a socket whose outgoing queue was full (a slow consumer, disconnected
+    /// when its write deadline passes) or closing: the rest of the broadcast went out.
+    pub dropped_deliveries: Counter<u64, AtomicU64>,
 }
 
 fn grpc_histogram() -> Histogram {
@@ -59,6 +68,18 @@ impl Metrics {
             grpc_histogram as fn() -> Histogram,
         );
         let redelivered = Counter::default();
+        let disconnects = Family::default();
+        let dropped_deliveries = Counter::default();
+        registry.register(
+            "disconnects",
+            "Sockets of this node disconnected, by reason (`transport error` includes slow consumers)",
+            disconnects.clone(),
+        );
+        registry.register(
+            "dropped_deliveries",
+            "Deliveries not queued because the socket's outgoing queue was full or closing",
+            dropped_deliveries.clone(),
+        );
         registry.register(
             "connections",
             "Socket.IO sockets connected to this node",
@@ -103,7 +124,17 @@ impl Metrics {
             grpc,
             grpc_server,
             redelivered,
+            disconnects,
+            dropped_deliveries,
         }
+    }
+
+    pub fn disconnect(&self, reason: &str) {
+        self.disconnects
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     pub fn event_in(&self, namespace: &str, event: &str) {

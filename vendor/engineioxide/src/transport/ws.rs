@@ -9,7 +9,7 @@ use std::{
     ops::ControlFlow,
     pin::{Pin, pin},
     sync::Arc,
-    task::{Context, Poll, ready},
+    task::{Context, Poll},
 };
 
 use futures_util::{FutureExt, SinkExt, StreamExt, future::Fuse};
@@ -276,6 +276,9 @@ struct Outgoing {
     volatile: Option<QueuedPackets>,
     /// Frames were handed to the sink since the last flush.
     unflushed: bool,
+    /// Switchboard patch: set when the sink first refused data (the client is not reading what
+    /// is written to it), cleared once everything is written; the session ends when it fires.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Outgoing {
@@ -333,11 +336,14 @@ where
     } = &mut *internal_rx;
 
     let mut outgoing = Outgoing::default();
+    // A client that does not read what is written to it for this long is disconnected: as long
+    // as it has to answer a ping.
+    let write_deadline = engine.config.ping_timeout;
 
     let result = loop {
         tokio::select! {
             biased;
-            res = poll_fn(|cx| poll_connection(cx, engine, socket, ws, buffered_rx, &mut outgoing)) => {
+            res = poll_fn(|cx| poll_connection(cx, engine, socket, ws, buffered_rx, &mut outgoing, write_deadline)) => {
                 break Some(res);
             }
             _ = socket.cancellation_token.cancelled() => break None,
@@ -351,11 +357,34 @@ where
     };
 
     // Write what is still queued (a close packet, a disconnect), then close the WebSocket.
-    #[cfg(feature = "tracing")]
-    tracing::trace!(sid = %socket.id, "ws closing flush");
-    poll_fn(|cx| poll_write(cx, socket, ws, buffered_rx, &mut outgoing)).await;
-    SinkExt::close(ws).await.ok();
+    // Switchboard patch: within the write deadline, and not at all for a client that stopped
+    // reading (the session's close waits for this task to release the channels).
+    let gave_up = outgoing
+        .stalled
+        .as_ref()
+        .is_some_and(|stalled| stalled.is_elapsed());
+    if !gave_up {
+        #[cfg(feature = "tracing")]
+        tracing::trace!(sid = %socket.id, "ws closing flush");
+        let closing = async {
+            poll_fn(|cx| poll_write(cx, socket, ws, buffered_rx, &mut outgoing, write_deadline))
+                .await;
+            SinkExt::close(ws).await.ok();
+        };
+        if tokio::time::timeout(write_deadline, closing).await.is_err() {
+            #[cfg(feature = "tracing")]
+            tracing::debug!(sid = %socket.id, "ws closing flush timed out");
+        }
+    }
     result
+}
+
+/// The error ending a session whose client stopped reading.
+fn slow_consumer() -> Error {
+    Error::WsTransport(Box::new(tungstenite::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "slow consumer: the client did not read what was written to it",
+    ))))
 }
 
 /// Reads every frame the client has sent and writes every queued packet the sink accepts.
@@ -367,6 +396,7 @@ fn poll_connection<H: EngineIoHandler, S>(
     ws: &mut WebSocketStream<S>,
     buffered_rx: &mut mpsc::Receiver<QueuedPackets>,
     outgoing: &mut Outgoing,
+    write_deadline: std::time::Duration,
 ) -> Poll<Result<(), Error>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -384,7 +414,14 @@ where
         }
     }
 
-    let _ = poll_write(cx, socket, ws, buffered_rx, outgoing);
+    let _ = poll_write(cx, socket, ws, buffered_rx, outgoing, write_deadline);
+    if let Some(stalled) = outgoing.stalled.as_mut()
+        && stalled.as_mut().poll(cx).is_ready()
+    {
+        #[cfg(feature = "tracing")]
+        tracing::warn!(sid = %socket.id, ?write_deadline, "disconnecting a slow consumer: its client stopped reading");
+        return Poll::Ready(Err(slow_consumer()));
+    }
     Poll::Pending
 }
 
@@ -396,13 +433,21 @@ fn poll_write<D: Default + Send + Sync + 'static, S>(
     ws: &mut WebSocketStream<S>,
     buffered_rx: &mut mpsc::Receiver<QueuedPackets>,
     outgoing: &mut Outgoing,
+    write_deadline: std::time::Duration,
 ) -> Poll<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // The sink refuses data only while it holds data it could not write: the clock starts.
+    let stall = |outgoing: &mut Outgoing| {
+        if outgoing.stalled.is_none() {
+            outgoing.stalled = Some(Box::pin(tokio::time::sleep(write_deadline)));
+        }
+    };
     // Take a packet only when the sink has room for it, so nothing taken has to be put back.
     loop {
         let Poll::Ready(ready) = ws.poll_ready_unpin(cx) else {
+            stall(outgoing);
             return Poll::Pending;
         };
         let Some(packet) = outgoing.next_packet(cx, buffered_rx) else {
@@ -423,11 +468,15 @@ where
     }
 
     if outgoing.unflushed {
-        let _res = ready!(ws.poll_flush_unpin(cx));
+        let Poll::Ready(_res) = ws.poll_flush_unpin(cx) else {
+            stall(outgoing);
+            return Poll::Pending;
+        };
         #[cfg(feature = "tracing")]
         tracing::trace!(sid = %socket.id, "ws flush");
         outgoing.unflushed = false;
     }
+    outgoing.stalled = None;
     Poll::Ready(())
 }
 
@@ -664,7 +713,15 @@ mod tests {
         socket: &Arc<Socket<()>>,
         server: WebSocketStream<DuplexStream>,
     ) -> tokio::task::JoinHandle<Option<Result<(), Error>>> {
-        let (engine, socket) = (engine(), socket.clone());
+        spawn_connection_of(engine(), socket, server)
+    }
+
+    fn spawn_connection_of(
+        engine: Arc<EngineIo<StubHandler>>,
+        socket: &Arc<Socket<()>>,
+        server: WebSocketStream<DuplexStream>,
+    ) -> tokio::task::JoinHandle<Option<Result<(), Error>>> {
+        let socket = socket.clone();
         tokio::spawn(async move {
             let mut server = server;
             let no_heartbeat = pin!(Fuse::<std::future::Ready<()>>::terminated());
@@ -775,5 +832,82 @@ mod tests {
             .expect("a close packet should end the connection")
             .unwrap();
         assert!(matches!(res, Some(Ok(()))));
+    }
+
+    /// An engine whose clients must read within `deadline` (its ping timeout).
+    fn engine_with_write_deadline(deadline: Duration) -> Arc<EngineIo<StubHandler>> {
+        let config = EngineIoConfig {
+            ping_timeout: deadline,
+            ..EngineIoConfig::default()
+        };
+        Arc::new(EngineIo::new(Arc::new(StubHandler), config))
+    }
+
+    /// Switchboard patch: a client that stops reading ends its session (an error, so the
+    /// session closes as a transport error) once a write has waited for the deadline.
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_disconnected_after_the_write_deadline() {
+        let socket = socket();
+        let (server, _client_not_reading) = ws_pair().await;
+        let connection = spawn_connection_of(
+            engine_with_write_deadline(Duration::from_millis(200)),
+            &socket,
+            server,
+        );
+        // Far more than the 1 KiB pipe and the sink's buffer hold.
+        for _ in 0..64 {
+            socket.emit(Str::from("x".repeat(4096))).unwrap();
+        }
+        let res = tokio::time::timeout(TIMEOUT, connection)
+            .await
+            .expect("a stalled connection should end")
+            .unwrap();
+        assert!(matches!(res, Some(Err(Error::WsTransport(_)))), "{res:?}");
+    }
+
+    /// Switchboard patch: a client that reads slowly but keeps up is not disconnected.
+    #[tokio::test]
+    async fn a_client_that_keeps_reading_is_not_disconnected() {
+        let socket = socket();
+        let (server, mut client) = ws_pair().await;
+        let connection = spawn_connection_of(
+            engine_with_write_deadline(Duration::from_millis(200)),
+            &socket,
+            server,
+        );
+        for round in 0..5 {
+            for _ in 0..8 {
+                socket.emit(Str::from("y".repeat(512))).unwrap();
+            }
+            for _ in 0..8 {
+                let msg = tokio::time::timeout(TIMEOUT, client.next()).await.unwrap();
+                assert!(msg.unwrap().is_ok(), "round {round}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(!connection.is_finished());
+    }
+
+    /// Switchboard patch: the closing flush to a client that does not read ends within the
+    /// deadline instead of holding the session's channels (and its close) forever.
+    #[tokio::test]
+    async fn the_closing_flush_gives_up_on_a_client_that_does_not_read() {
+        let socket = socket();
+        let (server, _client_not_reading) = ws_pair().await;
+        let connection = spawn_connection_of(
+            engine_with_write_deadline(Duration::from_millis(300)),
+            &socket,
+            server,
+        );
+        socket.emit(Str::from("hello")).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for _ in 0..16 {
+            let _ = socket.emit(Str::from("z".repeat(4096)));
+        }
+        socket.cancellation_token.cancel();
+        tokio::time::timeout(TIMEOUT, connection)
+            .await
+            .expect("the closing flush should give up")
+            .unwrap();
     }
 }
