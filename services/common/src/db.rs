@@ -1,7 +1,24 @@
 //! Postgres failures as domain errors, shared by the services that own tables (feature
 //! `postgres`).
 
+use std::time::Duration;
+
 use crate::DomainError;
+
+/// How long a request waits for a pooled Postgres connection by default: while Postgres is
+/// unreachable, every request that needs it fails within this (as `UNAVAILABLE`) instead of
+/// holding its caller for the gRPC deadline; under load no healthy request waits this long.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1_000);
+
+/// `SWITCHBOARD_DB_ACQUIRE_TIMEOUT_MS`, or [`DEFAULT_ACQUIRE_TIMEOUT`].
+pub fn acquire_timeout_from_env() -> anyhow::Result<Duration> {
+    let ms = crate::config::env_or(
+        "DB_ACQUIRE_TIMEOUT_MS",
+        DEFAULT_ACQUIRE_TIMEOUT.as_millis() as u64,
+    )?;
+    crate::config::ensure(ms > 0, "SWITCHBOARD_DB_ACQUIRE_TIMEOUT_MS must be positive")?;
+    Ok(Duration::from_millis(ms))
+}
 
 /// Maps a database error: connection problems (I/O, TLS, pool timeout or closed, a crashed
 /// worker, and the server-side "connection exception" / "shutting down" / "cannot connect now"

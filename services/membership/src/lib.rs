@@ -40,6 +40,9 @@ pub struct Config {
     /// `SWITCHBOARD_ROLE_PERMISSIONS` (`role=perm,perm;role=perm`), replacing
     /// [`RoleTable::default`] when set.
     pub roles: RoleTable,
+    /// `SWITCHBOARD_DB_ACQUIRE_TIMEOUT_MS`, default 1,000: see
+    /// [`switchboard_common::db::DEFAULT_ACQUIRE_TIMEOUT`].
+    pub db_acquire_timeout: Duration,
 }
 
 impl Config {
@@ -49,6 +52,7 @@ impl Config {
             database_url: database_url.into(),
             db_max_connections: 10,
             roles: RoleTable::default(),
+            db_acquire_timeout: switchboard_common::db::DEFAULT_ACQUIRE_TIMEOUT,
         }
     }
 
@@ -68,13 +72,10 @@ impl Config {
             database_url,
             db_max_connections,
             roles,
+            db_acquire_timeout: switchboard_common::db::acquire_timeout_from_env()?,
         })
     }
 }
-
-/// How long a request waits for a pooled connection before failing with `Unavailable`: short,
-/// because `Authorize` sits on every socket event's path and callers should fail fast.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connects to Postgres (failing at start when it is unreachable) and serves the gRPC service
 /// on `listener` until `shutdown` resolves, then finishes in-flight requests and closes the pool.
@@ -85,7 +86,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let pool = PgPoolOptions::new()
         .max_connections(config.db_max_connections)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .acquire_timeout(config.db_acquire_timeout)
         .connect(&config.database_url)
         .await
         .context("connecting to Postgres")?;

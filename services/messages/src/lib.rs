@@ -48,6 +48,9 @@ pub struct Config {
     /// `SWITCHBOARD_SEND_LANES`, default 2 (at least 1): how many group-commit batches of
     /// sends are stored at once, each for its own share of the rooms (see [`batch`]).
     pub send_lanes: usize,
+    /// `SWITCHBOARD_DB_ACQUIRE_TIMEOUT_MS`, default 1,000: see
+    /// [`switchboard_common::db::DEFAULT_ACQUIRE_TIMEOUT`].
+    pub db_acquire_timeout: std::time::Duration,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             db_max_connections: 20,
             max_content_chars: 65_536,
             send_lanes: 2,
+            db_acquire_timeout: switchboard_common::db::DEFAULT_ACQUIRE_TIMEOUT,
         }
     }
 }
@@ -70,6 +74,7 @@ impl Config {
             db_max_connections: env_or("DB_MAX_CONNECTIONS", d.db_max_connections)?,
             max_content_chars: env_or("MAX_CONTENT_CHARS", d.max_content_chars)?,
             send_lanes: env_or("SEND_LANES", d.send_lanes)?,
+            db_acquire_timeout: switchboard_common::db::acquire_timeout_from_env()?,
         };
         config.validate()?;
         Ok(config)
@@ -107,7 +112,7 @@ pub async fn run(
     config.validate()?;
     let pool = PgPoolOptions::new()
         .max_connections(config.db_max_connections)
-        .acquire_timeout(std::time::Duration::from_secs(5))
+        .acquire_timeout(config.db_acquire_timeout)
         .connect(&config.database_url)
         .await
         .with_context(|| {

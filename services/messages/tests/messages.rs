@@ -43,6 +43,7 @@ async fn start() -> Harness {
         max_content_chars: MAX_CONTENT_CHARS,
         // One lane, so concurrent sends queue up and form real batches.
         send_lanes: 1,
+        ..Config::default()
     };
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
