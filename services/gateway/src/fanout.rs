@@ -126,16 +126,8 @@ impl Fanout {
                 self.metrics.event_out(&e.namespace, e.event);
                 true
             }
-            // Only some local sockets could not take it (their queue full: a slow consumer,
-            // which its write deadline disconnects; or closing): everyone else has it, so it is
-            // delivered. Broadcasting it again would repeat it to all of them.
             Err(BroadcastError::Socket(failed)) => {
-                self.metrics.dropped_deliveries.inc_by(failed.len() as u64);
-                tracing::debug!(
-                    sockets = failed.len(),
-                    event = e.event,
-                    "delivery dropped to sockets that cannot take it"
-                );
+                self.dropped(failed.len(), e.event);
                 self.metrics.event_out(&e.namespace, e.event);
                 true
             }
@@ -177,6 +169,10 @@ impl Fanout {
             if let Some(op) = self.io.of(&ns) {
                 match op.within(room.clone()).emit(event, data).await {
                     Ok(()) => self.metrics.event_out(&ns, "published"),
+                    Err(BroadcastError::Socket(failed)) => {
+                        self.dropped(failed.len(), event);
+                        self.metrics.event_out(&ns, "published");
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "publish failed");
                         ok = false;
@@ -185,6 +181,19 @@ impl Fanout {
             }
         }
         ok
+    }
+
+    /// A broadcast only some local sockets could not take (their queue full: a slow consumer,
+    /// which its write deadline disconnects; or closing): everyone else has it, so it counts
+    /// as delivered. Broadcasting it again would repeat it to all of them. (Deliveries arriving
+    /// from other nodes that a full queue refuses are socketioxide's to log.)
+    fn dropped(&self, sockets: usize, event: &str) {
+        self.metrics.dropped_deliveries.inc_by(sockets as u64);
+        tracing::debug!(
+            sockets,
+            event,
+            "delivery dropped to sockets that cannot take it"
+        );
     }
 
     /// Disconnects every socket of `room` in `namespace`, cluster-wide.

@@ -212,7 +212,8 @@ impl Gateway {
         s.on_disconnect(
             move |s: SocketRef<Adapter>, reason: DisconnectReason| async move {
                 gw.metrics.connections.dec();
-                gw.metrics.disconnect(&reason.to_string());
+                // The variant's name: a stable label (the Display text is a sentence).
+                gw.metrics.disconnect(&format!("{reason:?}"));
                 gw.sockets
                     .lock()
                     .expect("socket registry")

@@ -72,7 +72,7 @@ impl Metrics {
         let dropped_deliveries = Counter::default();
         registry.register(
             "disconnects",
-            "Sockets of this node disconnected, by reason (`transport error` includes slow consumers)",
+            "Sockets of this node disconnected, by reason (TransportError includes slow consumers)",
             disconnects.clone(),
         );
         registry.register(

@@ -88,6 +88,56 @@ impl Drop for Slot {
     }
 }
 
+/// A connection and its slot: the slot lives as long as the stream, also when hyper hands the
+/// stream over to a WebSocket (an upgraded connection is no longer hyper's, and it is the kind
+/// a client holds for hours).
+struct Counted {
+    tcp: tokio::net::TcpStream,
+    _slot: Slot,
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then waits for open connections
 /// (upgraded WebSockets are no longer connections of hyper's; the shutdown future closes them).
 pub(crate) async fn serve(
@@ -152,11 +202,11 @@ pub(crate) async fn serve(
             ) {
                 return;
             }
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+            let counted = Counted { tcp, _slot: slot };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(counted), service);
             if let Err(e) = watcher.watch(conn).await {
                 tracing::trace!(error = %e, "connection ended with an error");
             }
-            drop(slot);
         });
     }
     drop(listener);

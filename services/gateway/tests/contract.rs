@@ -10,7 +10,9 @@
 
 mod support;
 
-use support::{Cluster, Files, suite_files};
+use std::time::Duration;
+
+use support::{Cluster, Files, otlp::OtlpReceiver, suite_files};
 
 fn every(_: &str) -> bool {
     true
@@ -96,4 +98,83 @@ fn fault_gateway_node_drained() {
     cluster.run_suite(&suite_files("faults", |name| {
         name == "fault-drain.test.mjs"
     }));
+}
+
+/// The security suite (issue #16): every attack refused, a control client undisturbed. Small
+/// limits so each one is reached quickly (the suite reads them as `SB_*`); the gateways log at
+/// debug so the suite can check that no credential reaches their logs.
+#[test]
+fn security_suite() {
+    let cluster = Cluster::start_with_env(
+        "security_suite",
+        Files::Folder,
+        &[
+            ("SWITCHBOARD_MAX_CONNECTIONS_PER_ADDRESS", "40"),
+            ("SWITCHBOARD_MAX_SOCKETS_PER_USER", "5"),
+            ("SWITCHBOARD_SOCKET_EVENTS_PER_SECOND", "10"),
+            ("SWITCHBOARD_SOCKET_EVENT_BURST", "20"),
+            ("SWITCHBOARD_SOCKET_EVENT_OVERRUN", "30"),
+            ("SWITCHBOARD_REQUEST_HEAD_TIMEOUT_MS", "2000"),
+            ("SWITCHBOARD_MAX_REQUEST_HEAD_BYTES", "16384"),
+            ("SWITCHBOARD_MAX_ROOMS_PER_SOCKET", "8"),
+        ],
+        Some("debug"),
+    );
+    cluster.run_suite(&suite_files("security", every));
+}
+
+/// A client stops reading while its room is busy: it is disconnected after the write deadline
+/// (counted, presence offline), and nobody else is disturbed or gets anything twice.
+#[test]
+fn fault_slow_consumer() {
+    let cluster = Cluster::start("fault_slow_consumer");
+    cluster.run_suite(&suite_files("faults", |name| {
+        name == "fault-slow-consumer.test.mjs"
+    }));
+}
+
+/// The trace of an error, at `RUST_LOG=warn` (what production runs): every process exports to a
+/// real OTLP receiver started here; a send the messages service refuses answers a
+/// `correlationId`, and the gateway's and the messages service's spans of that send are in the
+/// trace of that id.
+#[test]
+fn trace_of_an_error() {
+    let receiver = OtlpReceiver::start();
+    let cluster = Cluster::start_traced("trace_of_an_error", &receiver.endpoint);
+    cluster.run_suite(&suite_files("traces", every));
+    let ids = std::fs::read_to_string(cluster.dir().join("correlation-ids.txt"))
+        .expect("the suite wrote the correlation ids it saw");
+    for line in ids.lines().filter(|l| !l.is_empty()) {
+        let (kind, id) = line.split_once(' ').expect("`<kind> <id>` lines");
+        // Where the error started in the gateway, and which span of the messages service must
+        // be in its trace (a refused API send goes through a batched `SendMany`, each send in
+        // it a span of the sender's trace).
+        let (gateway_span, messages_span) = match kind {
+            "socket" => ("socket.event", "grpc"),
+            _ => ("http", "send"),
+        };
+        let names = |spans: &[support::otlp::ReceivedSpan], service: &str| {
+            spans
+                .iter()
+                .filter(|s| s.trace_id == id && s.service == service)
+                .map(|s| s.name.clone())
+                .collect::<Vec<_>>()
+        };
+        let spans = receiver.wait_until(Duration::from_secs(20), |spans| {
+            names(spans, "switchboard-gateway")
+                .iter()
+                .any(|n| n == gateway_span)
+                && names(spans, "messages").iter().any(|n| n == messages_span)
+        });
+        let gateway = names(&spans, "switchboard-gateway");
+        let messages = names(&spans, "messages");
+        assert!(
+            gateway.iter().any(|n| n == gateway_span),
+            "{kind}: the gateway's {gateway_span} span is in trace {id}: {gateway:?}"
+        );
+        assert!(
+            messages.iter().any(|n| n == messages_span),
+            "{kind}: the messages service's {messages_span} span is in trace {id}: {messages:?}"
+        );
+    }
 }

@@ -44,12 +44,16 @@ pub fn check_text_content(content: &str, max_chars: usize) -> Result<(), DomainE
     check_content(content, max_chars)
 }
 
-/// Any content: at most `max_chars` Unicode code points.
+/// Any content: at most `max_chars` Unicode code points, without NUL (Postgres refuses NUL
+/// in text: refused here it is a validation error, not a failed write).
 pub fn check_content(content: &str, max_chars: usize) -> Result<(), DomainError> {
     if chars(content) > max_chars {
         return Err(DomainError::validation(format!(
             "content is longer than {max_chars} characters"
         )));
+    }
+    if content.contains('\0') {
+        return Err(DomainError::validation("content must not contain NUL"));
     }
     Ok(())
 }
@@ -528,6 +532,7 @@ mod tests {
     fn content_is_counted_in_code_points() {
         assert!(check_content("ééé", 3).is_ok());
         assert!(check_content("éééé", 3).is_err());
+        assert!(check_content("a\0b", 10).is_err(), "NUL is refused");
     }
 
     #[test]

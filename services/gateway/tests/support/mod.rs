@@ -8,6 +8,8 @@
 //! [`Cluster`] is dropped, panics included; on failure the tail of each process's log is printed
 //! and the logs are kept under `std::env::temp_dir()/sb-<uuid>/`.
 
+pub mod otlp;
+
 use std::{
     fs::{self, File},
     io::{Read, Write},
@@ -58,6 +60,13 @@ pub struct Cluster {
     /// the services' and Redis' URLs.
     suite_env: Vec<(String, String)>,
     pub gateways: Vec<Gateway>,
+}
+
+thread_local! {
+    /// Environment every process of the cluster being started gets (see
+    /// [`Cluster::start_traced`]); each test function runs on its own thread.
+    static PROCESS_ENV: std::cell::RefCell<Vec<(String, String)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Where a cluster's gateways keep uploaded files.
@@ -195,9 +204,28 @@ impl Cluster {
         Cluster::start_with(test, Files::Folder)
     }
 
+    /// The folder of this cluster's logs and files (`SB_TEMP_DIR` of the suite).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Starts a cluster whose gateways keep uploads in `files`.
     pub fn start_with(test: &str, files: Files) -> Cluster {
         Cluster::start_with_env(test, files, &[], None)
+    }
+
+    /// Starts a cluster every process of which exports its spans to `otlp_endpoint` (quickly:
+    /// a 100 ms export delay), at the harness's usual `RUST_LOG` (`warn`).
+    pub fn start_traced(test: &str, otlp_endpoint: &str) -> Cluster {
+        PROCESS_ENV.with(|env| {
+            *env.borrow_mut() = vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp_endpoint.into()),
+                ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+            ];
+        });
+        let cluster = Cluster::start(test);
+        PROCESS_ENV.with(|env| env.borrow_mut().clear());
+        cluster
     }
 
     /// Starts a cluster whose two gateway nodes also get `gateway_env` (`SWITCHBOARD_*`
@@ -419,6 +447,11 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err));
+        PROCESS_ENV.with(|extra| {
+            for (key, value) in extra.borrow().iter() {
+                command.env(key, value);
+            }
+        });
         for (key, value) in env {
             command.env(key, value);
         }

@@ -366,12 +366,18 @@ where
     if !gave_up {
         #[cfg(feature = "tracing")]
         tracing::trace!(sid = %socket.id, "ws closing flush");
+        // A write already waiting (the session ended otherwise, say by a missed pong) keeps its
+        // deadline: the client does not get a fresh one.
+        let deadline = outgoing.stalled.as_ref().map_or_else(
+            || tokio::time::Instant::now() + write_deadline,
+            |stalled| stalled.deadline(),
+        );
         let closing = async {
             poll_fn(|cx| poll_write(cx, socket, ws, buffered_rx, &mut outgoing, write_deadline))
                 .await;
             SinkExt::close(ws).await.ok();
         };
-        if tokio::time::timeout(write_deadline, closing).await.is_err() {
+        if tokio::time::timeout_at(deadline, closing).await.is_err() {
             #[cfg(feature = "tracing")]
             tracing::debug!(sid = %socket.id, "ws closing flush timed out");
         }
