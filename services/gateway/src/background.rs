@@ -84,7 +84,7 @@ async fn outbox_sweeper(gw: Arc<Gateway>) {
                 message: &message,
                 origin: None,
             };
-            if gw.core.publish(None, event).await && gw.core.fanout.may_confirm() {
+            if gw.core.deliver_stored(event, ev.outbox_id).await && gw.core.fanout.may_confirm() {
                 gw.metrics.redelivered.inc();
                 delivered.push(ev.outbox_id);
             }
@@ -154,20 +154,33 @@ enum PresenceEvent {
     },
 }
 
-/// Every node receives every transition and emits it to its own sockets only.
+/// Every node receives every presence transition and every stored event's delivery and emits
+/// them to its own sockets only (and forgets authorization decisions when told).
 async fn subscribe_presence_events(gw: Arc<Gateway>) -> anyhow::Result<JoinHandle<()>> {
     let channel = format!("{}presence:events", gw.config.redis_prefix);
     let authz_channel = crate::core::authz_channel(&gw.config.redis_prefix);
+    let deliveries_channel = crate::fanout::deliveries_channel(&gw.config.redis_prefix);
     let subscriber = crate::redis::subscriber_client(&gw.config.redis_url)?;
     subscriber.init().await?;
     let mut rx = subscriber.message_rx();
     subscriber
-        .subscribe(vec![channel.clone(), authz_channel.clone()])
+        .subscribe(vec![
+            channel.clone(),
+            authz_channel.clone(),
+            deliveries_channel.clone(),
+        ])
         .await?;
     // Invalidations may have been published while we were away: forget every decision.
     let forget = gw.clone();
     let resubscriber = crate::redis::keep_subscribed(&subscriber, move || {
-        forget.core.authz.forget(crate::authz::EVERYONE)
+        forget.core.authz.forget(crate::authz::EVERYONE);
+        // Stored deliveries published while this subscriber was away were missed here: do not
+        // confirm for a while, so the outbox publishes them again (the nodes that had them
+        // skip them).
+        forget
+            .core
+            .fanout
+            .mark_recovering(forget.config.redis_recovery_window);
     });
     Ok(tokio::spawn(async move {
         // Keep the client alive (and resubscribing) as long as the task runs.
@@ -187,6 +200,15 @@ async fn subscribe_presence_events(gw: Arc<Gateway>) -> anyhow::Result<JoinHandl
             };
             if *msg.channel == *authz_channel {
                 gw.core.authz.forget(&text);
+                continue;
+            }
+            if *msg.channel == *deliveries_channel {
+                // In order, on this task: a room's messages reach its sockets in the order
+                // they were published.
+                gw.core
+                    .fanout
+                    .receive_stored(&gw.config.node_id, &text)
+                    .await;
                 continue;
             }
             let event = match serde_json::from_str::<PresenceEvent>(&text) {

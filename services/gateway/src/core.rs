@@ -420,6 +420,29 @@ impl Core {
         ok
     }
 
+    /// Delivers a stored event (it has outbox entry `outbox_id`) to every concerned dialect's
+    /// sockets, each socket once however often it is delivered (see
+    /// [`Fanout::deliver_stored`]). Answers false when it could not be published (Redis away).
+    pub async fn deliver_stored(&self, event: CoreEvent<'_>, outbox_id: i64) -> bool {
+        let kind = event.room_kind();
+        let mut emissions = Vec::new();
+        for m in &self.mounts {
+            if kind.is_some_and(|k| !m.dialect.room_kinds().contains(&k)) {
+                continue;
+            }
+            emissions.extend(m.dialect.render(self, &m.namespace, &event).await);
+        }
+        self.fanout
+            .deliver_stored(
+                &self.redis,
+                &self.config.node_id,
+                &self.config.redis_prefix,
+                outbox_id,
+                emissions,
+            )
+            .await
+    }
+
     /// Disconnects every socket in a socket room (a user's, a session's) in every namespace,
     /// cluster-wide, after each dialect's notice (when its contract has one).
     pub async fn disconnect_room(&self, room: String, reason: &str) -> bool {
@@ -638,16 +661,16 @@ impl Core {
         outbox_id: i64,
         origin: Option<&Origin>,
     ) {
-        let published = self
-            .publish(
-                None,
-                CoreEvent::Message {
-                    event,
-                    message,
-                    origin,
-                },
-            )
-            .await;
+        let event = CoreEvent::Message {
+            event,
+            message,
+            origin,
+        };
+        let published = if outbox_id > 0 {
+            self.deliver_stored(event, outbox_id).await
+        } else {
+            self.publish(None, event).await
+        };
         if published
             && outbox_id > 0
             && self.fanout.may_confirm()

@@ -46,6 +46,9 @@ pub struct Metrics {
     /// Deliveries to a socket whose outgoing queue was full (a slow consumer, disconnected
     /// when its write deadline passes) or closing: the rest of the broadcast went out.
     pub dropped_deliveries: Counter<u64, AtomicU64>,
+    /// Stored events this node had delivered already when they were published again (by the
+    /// outbox sweeper after their sender died unconfirmed, or after a Redis restart).
+    pub duplicates_suppressed: Counter<u64, AtomicU64>,
 }
 
 fn grpc_histogram() -> Histogram {
@@ -70,6 +73,12 @@ impl Metrics {
         let redelivered = Counter::default();
         let disconnects = Family::default();
         let dropped_deliveries = Counter::default();
+        let duplicates_suppressed = Counter::default();
+        registry.register(
+            "duplicates_suppressed",
+            "Stored events published again that this node had delivered already (not repeated)",
+            duplicates_suppressed.clone(),
+        );
         registry.register(
             "disconnects",
             "Sockets of this node disconnected, by reason (TransportError includes slow consumers)",
@@ -126,6 +135,7 @@ impl Metrics {
             redelivered,
             disconnects,
             dropped_deliveries,
+            duplicates_suppressed,
         }
     }
 
