@@ -146,8 +146,8 @@ impl Gateway {
             .await
     }
 
-    /// After a successful handshake, still before the client hears `connect`: presence (which
-    /// enforces the per-user cap of sockets, cluster-wide), personal and session rooms, the
+    /// After a successful handshake, still before the client hears `connect`: personal and
+    /// session rooms, presence (which enforces the per-user cap of sockets, cluster-wide), the
     /// dialect's handlers and the disconnect hook. Doing this before the CONNECT packet leaves
     /// no window in which an early event finds no handler or a quick close finds no disconnect
     /// hook (which would leave a ghost socket online).
@@ -162,6 +162,12 @@ impl Gateway {
             .dialect
             .presence_ttl()
             .map_or(0, |t| t.as_millis() as i64);
+        // The personal rooms first: recording presence announces the user online, and some
+        // contracts send that to the user's own room too, this socket included.
+        s.join(user_room(&identity.user_id));
+        if let Some(sid) = &identity.session_id {
+            s.join(session_room(sid));
+        }
         let req = pp::AddSocketRequest {
             socket: Some(self.socket_ref(namespace, s, &identity.user_id)),
             node_id: self.config.node_id.clone(),
@@ -186,15 +192,12 @@ impl Gateway {
         {
             Ok(_) => {}
             Err(e) if e.code == ErrorCode::RateLimited => {
+                s.leave_all();
                 return Err(AuthFailure::TooManyConnections);
             }
             // The connection still works (uncapped); the user shows offline until they
             // reconnect.
             Err(e) => tracing::warn!(error = %e, "presence not recorded"),
-        }
-        s.join(user_room(&identity.user_id));
-        if let Some(sid) = &identity.session_id {
-            s.join(session_room(sid));
         }
         events::register(self, s, &identity.user_id, mount);
         self.metrics.connections.inc();
