@@ -49,6 +49,11 @@ impl IntoResponse for ApiError {
             "message": self.0.message,
             "correlationId": correlation_id,
         });
+        if self.0.code == ErrorCode::PayloadTooLarge {
+            // The rest of the body is not read, so the connection cannot carry another
+            // request: say so, or a client reusing it races the close ("other side closed").
+            return (status, [(header::CONNECTION, "close")], Json(body)).into_response();
+        }
         (status, Json(body)).into_response()
     }
 }
