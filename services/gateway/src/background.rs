@@ -182,6 +182,7 @@ async fn subscribe_presence_events(gw: Arc<Gateway>) -> anyhow::Result<JoinHandl
             .fanout
             .mark_recovering(forget.config.redis_recovery_window);
     });
+    let renderers = Renderers::start(gw.clone());
     Ok(tokio::spawn(async move {
         // Keep the client alive (and resubscribing) as long as the task runs.
         let _subscriber = subscriber;
@@ -218,10 +219,55 @@ async fn subscribe_presence_events(gw: Arc<Gateway>) -> anyhow::Result<JoinHandl
                     continue;
                 }
             };
-            let gw = gw.clone();
-            tokio::spawn(async move { deliver(&gw, event).await });
+            renderers.render(event);
         }
     }))
+}
+
+/// How many presence events are rendered at once (each on its own task, one after the other).
+const RENDERERS: usize = 16;
+
+/// Renders presence events on [`RENDERERS`] tasks, each user's (and each room's typing) always
+/// on the same one: a user's transitions reach sockets in the order they were published. Rendered
+/// each on a task of its own, an older snapshot (offline) could be emitted after a newer one
+/// (online) and stay the last word.
+struct Renderers(Vec<tokio::sync::mpsc::UnboundedSender<PresenceEvent>>);
+
+impl Renderers {
+    fn start(gw: Arc<Gateway>) -> Renderers {
+        Renderers(
+            (0..RENDERERS)
+                .map(|_| {
+                    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                    let gw = gw.clone();
+                    tokio::spawn(async move {
+                        while let Some(event) = rx.recv().await {
+                            deliver(&gw, event).await;
+                        }
+                    });
+                    tx
+                })
+                .collect(),
+        )
+    }
+
+    fn render(&self, event: PresenceEvent) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        match &event {
+            PresenceEvent::Presence {
+                namespace, user_id, ..
+            } => (namespace, user_id).hash(&mut h),
+            PresenceEvent::Typing {
+                namespace,
+                room_kind,
+                room_id,
+                ..
+            } => (namespace, room_kind, room_id).hash(&mut h),
+        }
+        let shard = (h.finish() % self.0.len() as u64) as usize;
+        let _ = self.0[shard].send(event);
+    }
 }
 
 async fn deliver(gw: &Gateway, event: PresenceEvent) {
