@@ -530,14 +530,19 @@ struct DisconnectBody {
 /// A reason is shown to every socket of the user.
 const MAX_REASON_CHARS: usize = 256;
 
-impl DisconnectBody {
-    fn reason(self) -> Result<Option<String>, DomainError> {
-        match self.reason {
-            Some(r) if exceeds_chars(&r, MAX_REASON_CHARS) => Err(DomainError::validation(
-                format!("reason must have at most {MAX_REASON_CHARS} characters"),
-            )),
-            other => Ok(other),
-        }
+/// The reason of an optional `{ reason? }` body (disconnect, revoke), or `default`.
+fn disconnect_reason(body: &[u8], default: &str) -> Result<String, DomainError> {
+    let body: DisconnectBody = if body.is_empty() {
+        DisconnectBody::default()
+    } else {
+        serde_json::from_slice(body).map_err(|_| DomainError::validation("Invalid body"))?
+    };
+    match body.reason {
+        Some(r) if exceeds_chars(&r, MAX_REASON_CHARS) => Err(DomainError::validation(format!(
+            "reason must have at most {MAX_REASON_CHARS} characters"
+        ))),
+        Some(r) => Ok(r),
+        None => Ok(default.to_string()),
     }
 }
 
@@ -547,15 +552,7 @@ async fn disconnect_user(
     body: axum::body::Bytes,
 ) -> ApiResult {
     validate_id("userId", &user_id)?;
-    // The body is optional.
-    let body: DisconnectBody = if body.is_empty() {
-        DisconnectBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|_| DomainError::validation("Invalid body"))?
-    };
-    let reason = body
-        .reason()?
-        .unwrap_or_else(|| "disconnected by the server".to_string());
+    let reason = disconnect_reason(&body, "disconnected by the server")?;
     tracing::info!(%user_id, %reason, "disconnecting user");
     if !gw.core.disconnect_room(user_room(&user_id), &reason).await {
         return Err(DomainError::of(ErrorCode::Unavailable).into());
@@ -572,14 +569,7 @@ async fn revoke_user(
     body: axum::body::Bytes,
 ) -> ApiResult {
     validate_id("userId", &user_id)?;
-    let body: DisconnectBody = if body.is_empty() {
-        DisconnectBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|_| DomainError::validation("Invalid body"))?
-    };
-    let reason = body
-        .reason()?
-        .unwrap_or_else(|| "credentials revoked".to_string());
+    let reason = disconnect_reason(&body, "credentials revoked")?;
     let revoked_before = gw.auth.revoke_user(&user_id).await.map_err(|e| {
         tracing::warn!(error = %e, "revocation not stored");
         DomainError::of(ErrorCode::Unavailable)

@@ -7,7 +7,7 @@
 // is refused with the dialect's refusal; a correct credential still connects.
 
 import assert from 'node:assert/strict';
-import { after, afterEach, before, test } from 'node:test';
+import { test } from 'node:test';
 import {
   ADMIN_TOKEN,
   ALLOWED_ORIGIN,
@@ -15,7 +15,6 @@ import {
   NODE1,
   NODE2,
   ack,
-  closeAll,
   connect,
   createSession,
   eventsOf,
@@ -32,20 +31,9 @@ import { appUrl } from '../app/helpers.mjs';
 import { connectGuild, cookieFor, expectGuildRefused, guildOptions, guildUrl, guildUser, signSid } from '../guild/helpers.mjs';
 import { openTasks, tasksUser } from '../tasks/helpers.mjs';
 import { connectVault, expectVaultRefused, sessionCookie, vaultUrl, vaultUser } from '../vault/helpers.mjs';
-import { startControl } from './common.mjs';
+import { useControlClient } from './common.mjs';
 
-let control;
-
-before(async () => {
-  control = await startControl();
-});
-
-afterEach(closeAll);
-
-after(async () => {
-  closeAll();
-  await control.check();
-});
+useControlClient();
 
 const EVIL = 'http://evil.example';
 const b64url = (v) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url');

@@ -365,6 +365,7 @@ export async function firstOf(socket, from, names, timeoutMs = 5000) {
 /**
  * The hooks of a security test file: a control client for the whole file (checked at its end:
  * it sent and received everything, undisturbed), and every socket a test opened closed after it.
+ * Answers the control client (once the file's `before` hooks have run).
  */
 export function useControlClient() {
   let control;
@@ -376,4 +377,5 @@ export function useControlClient() {
     closeAll();
     await control.check();
   });
+  return () => control;
 }

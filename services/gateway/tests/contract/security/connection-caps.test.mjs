@@ -9,12 +9,11 @@
 
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { after, afterEach, before, test } from 'node:test';
+import { test } from 'node:test';
 import {
   NODE1,
   NODE2,
   ack,
-  closeAll,
   connect,
   connectUser,
   join,
@@ -31,21 +30,10 @@ import {
   hostPort,
   rawEngine,
   rawHttp,
-  startControl,
+  useControlClient,
 } from './common.mjs';
 
-let control;
-
-before(async () => {
-  control = await startControl();
-});
-
-afterEach(closeAll);
-
-after(async () => {
-  closeAll();
-  await control.check();
-});
+const control = useControlClient();
 
 /**
  * Opens one TCP connection to `node` that asks for /healthz on a kept-alive connection, and
@@ -131,7 +119,7 @@ test('over the per-address cap a node closes new connections without a response;
     await waitFor(other, 'message:new', (m) => m.clientId === m1.clientId, 5000);
     const m2 = await send(other, chatId, 'during the flood, from node 2');
     await waitFor(bystander, 'message:new', (m) => m.clientId === m2.clientId, 5000);
-    await control.roundTrip('during the flood');
+    await control().roundTrip('during the flood');
 
     // ...the other node takes new connections from the same address...
     const fresh = await connectUser(B, NODE2);
@@ -183,7 +171,7 @@ test('WebSocket connections count toward the cap too: a flood of Engine.IO WebSo
       if (!extra.answered) refused = extra;
     }
     assert.ok(refused?.closedSilently, 'a plain connection while WebSockets hold the cap is closed without a response');
-    await control.roundTrip('while WebSockets hold the cap');
+    await control().roundTrip('while WebSockets hold the cap');
   } finally {
     for (const c of conns) c.ws.terminate();
     for (const e of extras) e.socket.destroy();

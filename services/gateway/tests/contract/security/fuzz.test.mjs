@@ -13,15 +13,15 @@
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { after, afterEach, before, test } from 'node:test';
+import { after, before, test } from 'node:test';
 import fc from 'fast-check';
 import WebSocket from 'ws';
-import { HEX32, NODE1, NODE2, addMember, closeAll, connectUser, eventsOf, join, newUser, putChat, send, sleep, uuid } from '../helpers.mjs';
+import { HEX32, NODE1, NODE2, addMember, connectUser, eventsOf, join, newUser, putChat, send, sleep, uuid } from '../helpers.mjs';
 import { connectApp, joinConversation, newConversation } from '../app/helpers.mjs';
 import { connectGuild, joinServer, newGuild } from '../guild/helpers.mjs';
 import { connectTasks, joinRoom, newProject, postMessage as postTaskMessage } from '../tasks/helpers.mjs';
 import { connectVault, joinVault, newVault } from '../vault/helpers.mjs';
-import { LIMITS, assertNodesUp, rawEngine, startControl } from './common.mjs';
+import { LIMITS, assertNodesUp, rawEngine, useControlClient } from './common.mjs';
 
 const SEED = 16_2026;
 const SOCKETS_PER_DIALECT = 3;
@@ -33,21 +33,14 @@ const corpusPath = (name) => new URL(`./corpus/${name}`, import.meta.url);
 const PAYLOADS = JSON.parse(fs.readFileSync(corpusPath('payloads.json'), 'utf8'));
 const PACKETS = JSON.parse(fs.readFileSync(corpusPath('packets.json'), 'utf8'));
 
-let control;
+useControlClient();
 let fixtures;
 
 before(async () => {
-  control = await startControl();
   fixtures = await provision();
 });
 
-afterEach(closeAll);
-
-after(async () => {
-  closeAll();
-  await assertNodesUp('after the fuzzing');
-  await control.check();
-});
+after(() => assertNodesUp('after the fuzzing'));
 
 // ---------------------------------------------------------------------------------------------
 // The dialects: their client events, what they always acknowledge, and their answer shapes.

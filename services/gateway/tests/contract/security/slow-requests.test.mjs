@@ -7,23 +7,13 @@
 
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { after, afterEach, before, test } from 'node:test';
-import { NODE1, NODE2, closeAll } from '../helpers.mjs';
-import { LIMITS, assertNodesUp, getRequest, hostPort, rawHttp, startControl } from './common.mjs';
+import { after, test } from 'node:test';
+import { NODE1, NODE2 } from '../helpers.mjs';
+import { LIMITS, assertNodesUp, getRequest, hostPort, rawHttp, useControlClient } from './common.mjs';
 
-let control;
+useControlClient();
 
-before(async () => {
-  control = await startControl();
-});
-
-afterEach(closeAll);
-
-after(async () => {
-  closeAll();
-  await assertNodesUp('after the slow and oversized requests');
-  await control.check();
-});
+after(() => assertNodesUp('after the slow and oversized requests'));
 
 const CLOSE_WITHIN_MS = 10000;
 const host = (node) => new URL(node).host;
