@@ -19,7 +19,13 @@ use crate::{
 
 pub async fn spawn_all(gw: Arc<Gateway>) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let events = subscribe_presence_events(gw.clone()).await?;
+    // The log is read from its newest entry on: what was said before this node started is
+    // history. Its own client: a blocking read holds the connection.
+    let reader = crate::redis::command_client(&gw.config.redis_url).await?;
+    let newest = gw.core.fanout.log.newest(&gw.redis).await?;
+    gw.core.fanout.set_position(newest);
     Ok(vec![
+        tokio::spawn(delivery_log_reader(gw.clone(), reader)),
         tokio::spawn(outbox_sweeper(gw.clone())),
         tokio::spawn(presence_refresher(gw.clone())),
         tokio::spawn(authz_cache_pruner(gw.clone())),
@@ -109,7 +115,8 @@ async fn outbox_sweeper(gw: Arc<Gateway>) {
     }
 }
 
-/// Keeps this node's sockets alive in the presence service; a dead node's expire by TTL.
+/// Keeps this node's sockets alive in the presence service, and their recovery sessions; a dead
+/// node's expire by TTL.
 async fn presence_refresher(gw: Arc<Gateway>) {
     let mut tick = tokio::time::interval(gw.config.presence_refresh);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -128,6 +135,51 @@ async fn presence_refresher(gw: Arc<Gateway>) {
                 {
                     tracing::warn!(error = %e, "presence refresh failed");
                 }
+            }
+        }
+        for chunk in gw.local_pids().chunks(1000) {
+            gw.recovery.keep(&gw.redis, chunk).await;
+        }
+    }
+}
+
+/// How long one read of the delivery log waits for an entry (below the Redis command timeout).
+const LOG_READ_BLOCK: std::time::Duration = std::time::Duration::from_millis(1000);
+
+/// Reads the delivery log in order, from where this node started, and emits each entry to this
+/// node's sockets. When Redis is unreachable it retries from where it stopped: a node cut off
+/// from Redis catches up with what was said meanwhile (as far as the log still holds it).
+async fn delivery_log_reader(gw: Arc<Gateway>, reader: fred::prelude::Client) {
+    let fanout = &gw.core.fanout;
+    let mut unreachable = false;
+    loop {
+        match fanout
+            .log
+            .read(&reader, fanout.position(), LOG_READ_BLOCK)
+            .await
+        {
+            Ok(entries) => {
+                if unreachable {
+                    tracing::info!(
+                        entries = entries.len(),
+                        "delivery log reachable again; catching up"
+                    );
+                    unreachable = false;
+                }
+                if entries.is_empty() {
+                    continue;
+                }
+                let _emitting = fanout.emitting.lock().await;
+                for (id, event) in entries {
+                    fanout.receive_stored(id, event).await;
+                }
+            }
+            Err(e) => {
+                if !unreachable {
+                    tracing::warn!(error = %e, "delivery log unreadable; retrying");
+                    unreachable = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
             }
         }
     }
@@ -154,29 +206,23 @@ enum PresenceEvent {
     },
 }
 
-/// Every node receives every presence transition and every stored event's delivery and emits
-/// them to its own sockets only (and forgets authorization decisions when told).
+/// Every node receives every presence transition and emits it to its own sockets only (and
+/// forgets authorization decisions when told).
 async fn subscribe_presence_events(gw: Arc<Gateway>) -> anyhow::Result<JoinHandle<()>> {
     let channel = format!("{}presence:events", gw.config.redis_prefix);
     let authz_channel = crate::core::authz_channel(&gw.config.redis_prefix);
-    let deliveries_channel = crate::fanout::deliveries_channel(&gw.config.redis_prefix);
     let subscriber = crate::redis::subscriber_client(&gw.config.redis_url)?;
     subscriber.init().await?;
     let mut rx = subscriber.message_rx();
     subscriber
-        .subscribe(vec![
-            channel.clone(),
-            authz_channel.clone(),
-            deliveries_channel.clone(),
-        ])
+        .subscribe(vec![channel.clone(), authz_channel.clone()])
         .await?;
     // Invalidations may have been published while we were away: forget every decision.
     let forget = gw.clone();
     let resubscriber = crate::redis::keep_subscribed(&subscriber, move || {
         forget.core.authz.forget(crate::authz::EVERYONE);
-        // Stored deliveries published while this subscriber was away were missed here: do not
-        // confirm for a while, so the outbox publishes them again (the nodes that had them
-        // skip them).
+        // Redis may have restarted and lost log entries some node had not read: do not confirm
+        // for a while, so the outbox appends them again (the nodes that had them skip them).
         forget
             .core
             .fanout
@@ -201,15 +247,6 @@ async fn subscribe_presence_events(gw: Arc<Gateway>) -> anyhow::Result<JoinHandl
             };
             if *msg.channel == *authz_channel {
                 gw.core.authz.forget(&text);
-                continue;
-            }
-            if *msg.channel == *deliveries_channel {
-                // In order, on this task: a room's messages reach its sockets in the order
-                // they were published.
-                gw.core
-                    .fanout
-                    .receive_stored(&gw.config.node_id, &text)
-                    .await;
                 continue;
             }
             let event = match serde_json::from_str::<PresenceEvent>(&text) {

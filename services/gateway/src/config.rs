@@ -69,6 +69,13 @@ pub struct Config {
     /// After this node reconnects to Redis, deliveries are not confirmed for this long (other
     /// nodes may still be re-subscribing); the outbox broadcasts them again afterwards.
     pub redis_recovery_window: Duration,
+    /// Connection state recovery: a client that reconnects within this long, to any node, gets
+    /// its session back (id, rooms, the stored events it missed); 0 turns recovery off
+    /// (`crate::recovery`).
+    pub recovery_window: Duration,
+    /// Entries the delivery log (the Redis stream every stored event crosses) keeps, about:
+    /// what a reconnecting client can be replayed is bounded by this too (`crate::delivery_log`).
+    pub delivery_log_entries: u64,
     /// Which dialect serves which namespace (`SWITCHBOARD_DIALECTS=name=/ns,…`), checked when
     /// the dialects are built; empty: every dialect on its default namespace. Each dialect
     /// reads its own settings (`crate::dialect`).
@@ -225,6 +232,9 @@ impl Config {
             outbox_redeliver_after: ms("OUTBOX_REDELIVER_AFTER_MS", 3_000)?,
             outbox_sweep_interval: ms("OUTBOX_SWEEP_MS", 1_000)?,
             redis_recovery_window: ms("REDIS_RECOVERY_MS", 5_000)?,
+            // socket.io's own default (`maxDisconnectionDuration`).
+            recovery_window: ms("RECOVERY_WINDOW_MS", 120_000)?,
+            delivery_log_entries: env_or("DELIVERY_LOG_ENTRIES", 100_000)?,
             dialects: mounts(&env_or("DIALECTS", String::new())?)?,
             max_rooms_per_socket: env_or("MAX_ROOMS_PER_SOCKET", 200)?,
             max_payload_bytes: env_or("MAX_PAYLOAD_BYTES", 1_048_576)?,
@@ -267,6 +277,10 @@ impl Config {
         ensure(
             self.max_payload_bytes >= 1024,
             "SWITCHBOARD_MAX_PAYLOAD_BYTES must be at least 1024",
+        )?;
+        ensure(
+            self.delivery_log_entries >= 1_000,
+            "SWITCHBOARD_DELIVERY_LOG_ENTRIES must be at least 1000",
         )?;
         ensure(
             self.sends_in_flight > 0,

@@ -433,13 +433,7 @@ impl Core {
             emissions.extend(m.dialect.render(self, &m.namespace, &event).await);
         }
         self.fanout
-            .deliver_stored(
-                &self.redis,
-                &self.config.node_id,
-                &self.config.redis_prefix,
-                outbox_id,
-                emissions,
-            )
+            .deliver_stored(&self.redis, outbox_id, emissions)
             .await
     }
 

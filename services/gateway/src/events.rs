@@ -39,9 +39,30 @@ impl EventCx {
         &self.gw.core
     }
 
-    /// Joins the socket to `room` under the core's rules (see [`Core::join`]).
+    /// Joins the socket to `room` under the core's rules (see [`Core::join`]); its recovery
+    /// session remembers the room.
     pub async fn join(&self, room: &RoomKey) -> Result<(), DomainError> {
-        self.gw.core.join(&self.socket, &self.user, room).await
+        self.gw.core.join(&self.socket, &self.user, room).await?;
+        self.gw
+            .session_joined(&self.socket, &room.socket_room())
+            .await;
+        Ok(())
+    }
+
+    /// Joins the socket to `room`, already authorized (see [`Core::join_checked`]).
+    pub async fn join_checked(&self, room: &RoomKey) -> Result<(), DomainError> {
+        self.gw.core.join_checked(&self.socket, room)?;
+        self.gw
+            .session_joined(&self.socket, &room.socket_room())
+            .await;
+        Ok(())
+    }
+
+    /// Takes the socket out of `room` (and out of its recovery session).
+    pub async fn leave(&self, room: &RoomKey) {
+        let name = room.socket_room();
+        self.socket.leave(name.clone());
+        self.gw.session_left(&self.socket, &name).await;
     }
 
     /// This socket, as the origin of something it caused (a message it sent).

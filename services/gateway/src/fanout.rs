@@ -4,12 +4,10 @@
 //! already), plus raw publishes, room removals and disconnects in every mounted namespace.
 //!
 //! Stored events (messages, edits, deletions: each has an outbox entry until confirmed) take
-//! their own path, [`Fanout::deliver_stored`]: the sending node emits to its own sockets and
-//! publishes the rendered emissions once, with the outbox id, on the deliveries channel; every
-//! other node emits them to its own sockets unless it already has. When a node dies between
-//! publishing and confirming, the outbox sweeper publishes the event again: the nodes that had
-//! it skip it, the others (they never got it) deliver it. Each live socket gets it once
-//! (`docs/guarantees.md`).
+//! their own path: [`Fanout::deliver_stored`] appends them to the delivery log (a Redis stream,
+//! once per outbox id), and every node's log reader emits each entry to its own sockets, in the
+//! log's order, with the entry's id as last argument ([`Fanout::receive_stored`];
+//! `crate::delivery_log`, `docs/guarantees.md`).
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -19,13 +17,14 @@ use std::{
     },
 };
 
-use fred::prelude::PubsubInterface;
-use serde::{Deserialize, Serialize};
 use socketioxide::{BroadcastError, SocketIo, socket::Sid};
 
 use switchboard_common::RoomKey;
 
-use crate::metrics::Metrics;
+use crate::{
+    delivery_log::{DeliveryLog, LogId, LoggedEmission, LoggedEvent},
+    metrics::Metrics,
+};
 
 /// The Socket.IO adapter of every gateway node: Redis pub/sub through fred.
 pub type Adapter = socketioxide_redis::FredAdapter<socketioxide::adapter::Emitter>;
@@ -72,13 +71,21 @@ pub struct Fanout {
     metrics: Arc<Metrics>,
     /// The namespaces of the mounted dialects.
     namespaces: Vec<String>,
-    /// Until when (epoch ms) a successful publish proves nothing: Redis pub/sub delivers only to
-    /// nodes subscribed at that instant, and after a Redis restart the other nodes may not have
-    /// re-subscribed yet. Deliveries in that window are left unconfirmed, so the outbox
-    /// broadcasts them again once it has passed (receivers deduplicate by message id).
+    /// Until when (epoch ms) a successful append is not trusted: right after a Redis reconnect,
+    /// which may have been a restart that lost log entries some node had not read yet. Deliveries
+    /// in that window are left unconfirmed, so the outbox appends them again once it has passed.
     recovering_until_ms: AtomicI64,
-    /// The outbox ids of the stored events this node has delivered to its sockets.
+    /// The outbox ids of the stored events this node has emitted: a Redis restart forgets which
+    /// ones the log holds, and the outbox may then append one again.
     delivered: Mutex<DeliveredIds>,
+    pub(crate) log: DeliveryLog,
+    /// Held while this node emits log entries to its sockets, and by a recovering socket while
+    /// it is replayed what it missed and joins its rooms: nothing reaches it twice or out of order.
+    pub(crate) emitting: tokio::sync::Mutex<()>,
+    /// The newest log entry this node has emitted.
+    position: Mutex<LogId>,
+    /// Stored events carry their log id as last argument (the client's recovery offset).
+    offsets: bool,
 }
 
 /// How many delivered outbox ids a node remembers: far more than arrive between a send and
@@ -109,128 +116,95 @@ impl DeliveredIds {
     }
 }
 
-/// A stored event's emissions as they cross to the other nodes (deliveries channel).
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct StoredDelivery {
-    /// The publishing node (which has emitted to its own sockets already).
-    node: String,
-    outbox_id: i64,
-    emissions: Vec<WireEmission>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct WireEmission {
-    namespace: String,
-    rooms: Vec<String>,
-    except: Vec<String>,
-    event: String,
-    data: serde_json::Value,
-    everyone: bool,
-}
-
-/// The channel of stored events' deliveries.
-pub(crate) fn deliveries_channel(redis_prefix: &str) -> String {
-    format!("{redis_prefix}deliveries")
-}
-
 impl Fanout {
-    pub fn new(io: SocketIo<Adapter>, metrics: Arc<Metrics>, namespaces: Vec<String>) -> Self {
+    pub fn new(
+        io: SocketIo<Adapter>,
+        metrics: Arc<Metrics>,
+        namespaces: Vec<String>,
+        log: DeliveryLog,
+        offsets: bool,
+    ) -> Self {
         Self {
             io,
             metrics,
             namespaces,
             recovering_until_ms: AtomicI64::new(0),
             delivered: Mutex::new(DeliveredIds::default()),
+            log,
+            emitting: tokio::sync::Mutex::new(()),
+            position: Mutex::new(LogId::default()),
+            offsets,
         }
     }
 
-    /// Whether this node is yet to deliver the stored event `outbox_id` (and from now on, has).
-    fn first_delivery(&self, outbox_id: i64) -> bool {
-        self.delivered
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .first_time(outbox_id)
+    /// The newest log entry this node has emitted (or started reading after).
+    pub fn position(&self) -> LogId {
+        *self.position.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Delivers a stored event: to this node's sockets (unless it already did), then to every
-    /// other node through the deliveries channel. Answers whether the publish reached Redis
-    /// (false: the outbox entry stays, and the sweeper publishes the event again).
+    pub(crate) fn set_position(&self, id: LogId) {
+        *self.position.lock().unwrap_or_else(|e| e.into_inner()) = id;
+    }
+
+    /// Delivers a stored event: appends it to the delivery log, from which every node (this one
+    /// too) emits it. Answers whether it was logged (false: the outbox entry stays, and the
+    /// sweeper delivers the event again).
     pub async fn deliver_stored(
         &self,
         redis: &fred::prelude::Client,
-        node: &str,
-        redis_prefix: &str,
         outbox_id: i64,
         emissions: Vec<Emission>,
     ) -> bool {
-        if self.first_delivery(outbox_id) {
-            for e in &emissions {
-                let mut local = e.clone();
-                local.local = true;
-                self.emit(local).await;
-            }
-        }
-        let delivery = StoredDelivery {
-            node: node.to_string(),
+        let event = LoggedEvent {
             outbox_id,
             emissions: emissions
                 .into_iter()
-                .filter(|e| !e.local)
-                .map(|e| WireEmission {
+                .map(|e| LoggedEmission {
                     namespace: e.namespace,
                     rooms: e.rooms,
                     except: e.except,
                     event: e.event.to_string(),
                     data: e.data,
                     everyone: e.everyone,
+                    except_socket: e.except_socket.map(|s| s.to_string()),
                 })
                 .collect(),
         };
-        let payload = match serde_json::to_string(&delivery) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, outbox_id, "stored event not serializable");
-                return false;
-            }
-        };
-        let published: Result<i64, _> = redis
-            .publish(deliveries_channel(redis_prefix), payload)
-            .await;
-        match published {
+        match self.log.append(redis, &event).await {
             Ok(_) => true,
             Err(e) => {
-                tracing::warn!(error = %e, outbox_id, "delivery not published (the outbox will redeliver)");
+                tracing::warn!(error = %e, outbox_id, "stored event not logged (the outbox will redeliver)");
                 false
             }
         }
     }
 
-    /// A stored event another node published: emitted to this node's sockets, once.
-    pub async fn receive_stored(&self, own_node: &str, payload: &str) {
-        let delivery: StoredDelivery = match serde_json::from_str(payload) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(error = %e, "unreadable stored delivery");
-                return;
-            }
-        };
-        if delivery.node == own_node {
-            return;
-        }
-        if !self.first_delivery(delivery.outbox_id) {
+    /// A delivery log entry: emitted to this node's sockets (the log reader calls this in the
+    /// log's order, holding [`Fanout::emitting`]).
+    pub async fn receive_stored(&self, id: LogId, event: LoggedEvent) {
+        self.set_position(id);
+        let first = self
+            .delivered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .first_time(event.outbox_id);
+        if !first {
             self.metrics.duplicates_suppressed.inc();
             return;
         }
-        for e in delivery.emissions {
+        let offset = self.offsets.then(|| id.to_string());
+        for e in event.emissions {
+            let except_socket = e.except_socket.as_deref().and_then(|s| s.parse().ok());
             self.emit_parts(
                 &e.namespace,
                 e.rooms,
                 e.except,
                 e.everyone,
                 true,
-                None,
+                except_socket,
                 &e.event,
                 &e.data,
+                offset.as_deref(),
             )
             .await;
         }
@@ -271,6 +245,7 @@ impl Fanout {
             e.except_socket,
             e.event,
             &e.data,
+            None,
         )
         .await
     }
@@ -286,6 +261,7 @@ impl Fanout {
         except_socket: Option<Sid>,
         event: &str,
         data: &serde_json::Value,
+        offset: Option<&str>,
     ) -> bool {
         // No rooms means nobody; Socket.IO would read it as "every socket".
         if rooms.is_empty() && !everyone {
@@ -306,7 +282,11 @@ impl Fanout {
         if local {
             op = op.local();
         }
-        match op.emit(event, data).await {
+        let emitted = match offset {
+            Some(offset) => op.emit(event, &(data, offset)).await,
+            None => op.emit(event, data).await,
+        };
+        match emitted {
             Ok(()) => {
                 self.metrics.event_out(namespace, event);
                 true

@@ -10,6 +10,7 @@ pub(crate) mod background;
 pub(crate) mod clients;
 pub mod config;
 pub(crate) mod core;
+pub(crate) mod delivery_log;
 pub(crate) mod dialect;
 pub(crate) mod events;
 pub(crate) mod fanout;
@@ -17,6 +18,7 @@ pub(crate) mod files;
 pub(crate) mod head;
 pub(crate) mod http;
 pub(crate) mod metrics;
+pub(crate) mod recovery;
 pub(crate) mod redis;
 pub(crate) mod send_forwarder;
 pub(crate) mod serve;
@@ -34,10 +36,10 @@ use socketioxide::{
     SocketIo,
     extract::{SocketRef, TryData},
     handler::ConnectHandler,
-    socket::DisconnectReason,
+    socket::{ConnectSession, DisconnectReason},
 };
 use socketioxide_redis::RedisAdapterCtr;
-use switchboard_common::ErrorCode;
+use switchboard_common::{ErrorCode, RoomKey};
 use switchboard_proto::presence as pp;
 use tokio::net::TcpListener;
 
@@ -45,10 +47,12 @@ pub use crate::config::Config;
 use crate::{
     auth::{AuthFailure, Authenticator, Credentials, Identity},
     clients::Clients,
-    core::{Core, session_room, user_room},
+    core::{Action, Core, session_room, user_room},
+    delivery_log::{DeliveryLog, LogId, LoggedEmission},
     dialect::Mount,
     fanout::{Adapter, Fanout},
     metrics::Metrics,
+    recovery::{Claim, Recovery, ReplayFilter, SessionMeta},
 };
 
 /// A socket this node holds, for presence refreshes.
@@ -58,7 +62,31 @@ struct LocalSocket {
     user_id: String,
     /// Its namespace's presence TTL (0: the presence service's default).
     presence_ttl_ms: i64,
+    /// The private id of its recovery session (none when recovery is off).
+    pid: Option<Arc<str>>,
 }
+
+/// A session being recovered, between the handshake (which found it and read what it missed
+/// from the log) and the connect handler (which replays that and joins its rooms).
+struct Replay {
+    /// The rooms it had joined through its dialect (still allowed), with the log position at
+    /// which it joined each.
+    rooms: Vec<(String, LogId)>,
+    /// Its personal rooms, joined when its session started (at `start`).
+    personal: Vec<String>,
+    start: LogId,
+    /// The entries (their emissions for this socket) after the client's offset, read so far.
+    entries: Vec<(LogId, Vec<LoggedEmission>)>,
+    /// The last entry read.
+    read_to: LogId,
+    namespace: String,
+    previous_socket: String,
+}
+
+/// How many log entries one recovery reads at most; a client that missed more than that gets a
+/// new session (what it missed is in the history).
+const MAX_REPLAY_SCAN: usize = 20_000;
+const REPLAY_PAGE: u64 = 1_000;
 
 /// Everything a node shares between its sockets, its API and its background tasks.
 pub struct Gateway {
@@ -73,6 +101,10 @@ pub struct Gateway {
     /// Sockets whose handshake was refused by a contract that says so after connecting, with
     /// what they are told (taken by the connect handler right after the middleware).
     refused: Mutex<HashMap<String, dialect::Emit>>,
+    recovery: Recovery,
+    /// Sockets whose session was recovered at the handshake, with what they are replayed (taken
+    /// by the connect handler).
+    replays: Mutex<HashMap<String, Replay>>,
     /// Limits the gRPC calls made in bulk behind the clients' backs (see
     /// [`BACKGROUND_CALLS_IN_FLIGHT`]).
     pub background_calls: tokio::sync::Semaphore,
@@ -114,14 +146,11 @@ impl Gateway {
     async fn authenticate(
         &self,
         s: &SocketRef<Adapter>,
-        auth: Option<Value>,
+        auth: Option<&Value>,
         accepted: Credentials,
     ) -> Result<Identity, AuthFailure> {
         let parts = s.req_parts();
-        let auth_token = auth
-            .as_ref()
-            .and_then(|a| a.get("token"))
-            .and_then(|t| t.as_str());
+        let auth_token = auth.and_then(|a| a.get("token")).and_then(|t| t.as_str());
         let query_token = parts.uri.query().and_then(|q| {
             q.split('&').find_map(|kv| {
                 let (k, v) = kv.split_once('=')?;
@@ -156,17 +185,32 @@ impl Gateway {
         mount: &Mount,
         s: &SocketRef<Adapter>,
         identity: &Identity,
+        claim: Option<Claim>,
     ) -> Result<(), AuthFailure> {
         let namespace = mount.namespace.as_str();
         let presence_ttl_ms = mount
             .dialect
             .presence_ttl()
             .map_or(0, |t| t.as_millis() as i64);
+        let recovered = match claim {
+            Some(claim) if self.recovery.enabled() => {
+                let found = self.recover(namespace, identity, &claim).await;
+                self.metrics.recovery(if found.is_some() {
+                    "recovered"
+                } else {
+                    "new_session"
+                });
+                found.map(|(session, replay)| (claim.pid, session, replay))
+            }
+            _ => None,
+        };
         // The personal rooms first: recording presence announces the user online, and some
-        // contracts send that to the user's own room too, this socket included.
-        s.join(user_room(&identity.user_id));
-        if let Some(sid) = &identity.session_id {
-            s.join(session_room(sid));
+        // contracts send that to the user's own room too, this socket included. A recovered
+        // socket joins every room once it has been replayed what it missed.
+        if recovered.is_none() {
+            for room in personal_rooms(identity) {
+                s.join(room);
+            }
         }
         let req = pp::AddSocketRequest {
             socket: Some(self.socket_ref(namespace, s, &identity.user_id)),
@@ -199,6 +243,11 @@ impl Gateway {
             // reconnect.
             Err(e) => tracing::warn!(error = %e, "presence not recorded"),
         }
+        let pid = if self.recovery.enabled() {
+            Some(self.open_session(namespace, s, identity, recovered).await)
+        } else {
+            None
+        };
         events::register(self, s, &identity.user_id, mount);
         self.metrics.connections.inc();
         self.sockets.lock().expect("socket registry").insert(
@@ -207,6 +256,7 @@ impl Gateway {
                 namespace: namespace.to_string(),
                 user_id: identity.user_id.clone(),
                 presence_ttl_ms,
+                pid,
             },
         );
         let gw = self.clone();
@@ -217,10 +267,16 @@ impl Gateway {
                 gw.metrics.connections.dec();
                 // The variant's name: a stable label (the Display text is a sentence).
                 gw.metrics.disconnect(&format!("{reason:?}"));
-                gw.sockets
+                let local = gw
+                    .sockets
                     .lock()
                     .expect("socket registry")
                     .remove(&s.id.to_string());
+                if let Some(pid) = local.and_then(|l| l.pid) {
+                    gw.recovery
+                        .closed(&gw.redis, &pid, recoverable(reason))
+                        .await;
+                }
                 let req = pp::RemoveSocketRequest {
                     socket: Some(gw.socket_ref(&ns, &s, &user)),
                 };
@@ -267,6 +323,235 @@ impl Gateway {
         }
     }
 
+    /// Looks up the session a reconnecting client claims and reads what it missed: `None` (a
+    /// new session) when there is none, it is another user's or namespace's, the offset is not
+    /// one of ours, or the log no longer holds everything after it.
+    async fn recover(
+        &self,
+        namespace: &str,
+        identity: &Identity,
+        claim: &Claim,
+    ) -> Option<(SessionMeta, Replay)> {
+        let session = match self.recovery.take(&self.redis, &claim.pid).await {
+            Ok(Some(session)) => session,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "recovery session unreadable");
+                return None;
+            }
+        };
+        let meta = session.meta;
+        if meta.user != identity.user_id || meta.namespace != namespace {
+            tracing::info!("recovery refused: the session is another user's or namespace's");
+            return None;
+        }
+        let start: LogId = meta.start.parse().ok()?;
+        let from = match &claim.offset {
+            Some(offset) => offset.parse::<LogId>().ok()?.max(start),
+            None => start,
+        };
+        let log = &self.core.fanout.log;
+        match log.retains_after(&self.redis, from).await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "recovery: delivery log unreadable");
+                return None;
+            }
+        }
+        // Rooms are authorized again: the user may have lost one meanwhile.
+        let mut rooms = Vec::with_capacity(session.rooms.len() + 2);
+        for (room, at) in session.rooms {
+            let Some((kind, id)) = room.split_once(':') else {
+                continue;
+            };
+            let Ok(key) = RoomKey::parse("room", kind, id) else {
+                continue;
+            };
+            if matches!(
+                self.core
+                    .allowed(&identity.user_id, &key, Action::Join)
+                    .await,
+                Ok(true)
+            ) {
+                rooms.push((room, at));
+            }
+        }
+        let mut replay = Replay {
+            rooms,
+            personal: personal_rooms(identity),
+            start,
+            entries: Vec::new(),
+            read_to: from,
+            namespace: namespace.to_string(),
+            previous_socket: meta.socket.clone(),
+        };
+        let mut scanned = 0;
+        loop {
+            match self.read_missed(&mut replay).await {
+                Ok(0) => break,
+                Ok(n) => scanned += n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "recovery: delivery log unreadable");
+                    return None;
+                }
+            }
+            if scanned > MAX_REPLAY_SCAN {
+                tracing::info!(scanned, "recovery refused: too much was missed");
+                return None;
+            }
+        }
+        Some((meta, replay))
+    }
+
+    /// Reads the next page of the log after `replay.read_to`, keeping what the socket would
+    /// have received; answers how many entries it read.
+    async fn read_missed(&self, replay: &mut Replay) -> anyhow::Result<usize> {
+        let page = self
+            .core
+            .fanout
+            .log
+            .range(&self.redis, replay.read_to, REPLAY_PAGE)
+            .await?;
+        let mut rooms = replay.rooms.clone();
+        rooms.extend(replay.personal.iter().map(|r| (r.clone(), replay.start)));
+        let filter = ReplayFilter {
+            namespace: &replay.namespace,
+            previous_socket: &replay.previous_socket,
+            rooms: &rooms,
+        };
+        let read = page.len();
+        let mut kept = Vec::new();
+        for (id, event) in page {
+            replay.read_to = id;
+            let emissions: Vec<_> = event
+                .emissions
+                .into_iter()
+                .filter(|e| filter.wants(id, e))
+                .collect();
+            if !emissions.is_empty() {
+                kept.push((id, emissions));
+            }
+        }
+        replay.entries.extend(kept);
+        Ok(read)
+    }
+
+    /// Records this socket's recovery session (a new one, or the recovered one with its rooms)
+    /// and tells the client in the CONNECT packet; answers its private id.
+    async fn open_session(
+        &self,
+        namespace: &str,
+        s: &SocketRef<Adapter>,
+        identity: &Identity,
+        recovered: Option<(String, SessionMeta, Replay)>,
+    ) -> Arc<str> {
+        let (pid, sid, start, rooms) = match recovered {
+            Some((pid, meta, replay)) => {
+                let rooms = replay.rooms.clone();
+                self.replays
+                    .lock()
+                    .expect("replays")
+                    .insert(s.id.to_string(), replay);
+                (pid, meta.sid, meta.start, rooms)
+            }
+            None => (
+                Recovery::new_pid(),
+                s.id.to_string(),
+                self.core.fanout.position().to_string(),
+                Vec::new(),
+            ),
+        };
+        let meta = SessionMeta {
+            sid: sid.clone(),
+            socket: s.id.to_string(),
+            user: identity.user_id.clone(),
+            namespace: namespace.to_string(),
+            start,
+        };
+        if let Err(e) = self.recovery.open(&self.redis, &pid, &meta, &rooms).await {
+            tracing::warn!(error = %e, "recovery session not recorded (this socket cannot recover)");
+        }
+        s.set_connect_session(ConnectSession {
+            sid,
+            pid: pid.clone(),
+        });
+        Arc::from(pid)
+    }
+
+    /// Right after a recovered socket's CONNECT: replays what it missed, then joins its rooms,
+    /// holding the log reader back meanwhile, so that every entry reaches it once and in order
+    /// (those up to the reader's position from the replay, later ones live).
+    async fn replay(&self, s: &SocketRef<Adapter>, mut replay: Replay) {
+        let fanout = &self.core.fanout;
+        let _emitting = fanout.emitting.lock().await;
+        let position = fanout.position();
+        // The reader got ahead of what the handshake read: read up to it.
+        while replay.read_to < position {
+            match self.read_missed(&mut replay).await {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "recovery: delivery log unreadable; the replay is incomplete");
+                    break;
+                }
+            }
+        }
+        let mut replayed = 0;
+        for (id, emissions) in &replay.entries {
+            if *id > position {
+                break;
+            }
+            let offset = id.to_string();
+            for e in emissions {
+                replayed += 1;
+                if let Err(err) = s.emit(e.event.as_str(), &(&e.data, &offset)) {
+                    tracing::debug!(error = %err, "replay not sent");
+                }
+            }
+        }
+        for room in replay.personal {
+            s.join(room);
+        }
+        for (room, _) in replay.rooms {
+            s.join(room);
+        }
+        tracing::debug!(replayed, "session recovered");
+    }
+
+    /// A socket joined a room through its dialect: its recovery session remembers it.
+    pub(crate) async fn session_joined(&self, s: &SocketRef<Adapter>, room: &str) {
+        if let Some(pid) = self.pid_of(s) {
+            let at = self.core.fanout.position();
+            self.recovery.joined(&self.redis, &pid, room, at).await;
+        }
+    }
+
+    /// A socket left a room through its dialect.
+    pub(crate) async fn session_left(&self, s: &SocketRef<Adapter>, room: &str) {
+        if let Some(pid) = self.pid_of(s) {
+            self.recovery.left(&self.redis, &pid, room).await;
+        }
+    }
+
+    fn pid_of(&self, s: &SocketRef<Adapter>) -> Option<Arc<str>> {
+        self.sockets
+            .lock()
+            .expect("socket registry")
+            .get(&s.id.to_string())
+            .and_then(|l| l.pid.clone())
+    }
+
+    /// The recovery sessions of this node's sockets.
+    fn local_pids(&self) -> Vec<String> {
+        self.sockets
+            .lock()
+            .expect("socket registry")
+            .values()
+            .filter_map(|l| l.pid.as_deref().map(str::to_string))
+            .collect()
+    }
+
     /// Every socket this node holds, as presence references grouped by presence TTL.
     fn local_sockets(&self) -> HashMap<i64, Vec<pp::SocketRef>> {
         let mut by_ttl: HashMap<i64, Vec<pp::SocketRef>> = HashMap::new();
@@ -284,6 +569,24 @@ impl Gateway {
     }
 }
 
+/// The rooms a socket joins for who it is: its user's, and its session's when it has one.
+fn personal_rooms(identity: &Identity) -> Vec<String> {
+    let mut rooms = vec![user_room(&identity.user_id)];
+    if let Some(sid) = &identity.session_id {
+        rooms.push(session_room(sid));
+    }
+    rooms
+}
+
+/// Whether a socket closed this way may be recovered: its connection was lost, or its node is
+/// draining. A client that disconnected, or a socket the server put out, may not.
+fn recoverable(reason: DisconnectReason) -> bool {
+    !matches!(
+        reason,
+        DisconnectReason::ClientNSDisconnect | DisconnectReason::ServerNSDisconnect
+    )
+}
+
 /// Mounts a dialect's namespace with the shared handshake in front of it.
 async fn mount_dialect(
     gw: &Arc<Gateway>,
@@ -298,13 +601,18 @@ async fn mount_dialect(
         let mount = auth_mount.clone();
         async move {
             let dialect = &mount.dialect;
+            let auth = auth.ok();
             let outcome = if gw.is_draining() {
                 Err(AuthFailure::Unavailable)
             } else {
-                gw.authenticate(&s, auth.ok(), dialect.credentials()).await
+                gw.authenticate(&s, auth.as_ref(), dialect.credentials())
+                    .await
             };
             let outcome = match outcome {
-                Ok(identity) => gw.on_authenticated(&mount, &s, &identity).await,
+                Ok(identity) => {
+                    let claim = Claim::of(auth.as_ref());
+                    gw.on_authenticated(&mount, &s, &identity, claim).await
+                }
                 Err(why) => Err(why),
             };
             match outcome {
@@ -352,6 +660,14 @@ async fn mount_dialect(
             let Some(user) = user else {
                 return;
             };
+            let replay = gw
+                .replays
+                .lock()
+                .expect("replays")
+                .remove(&s.id.to_string());
+            if let Some(replay) = replay {
+                gw.replay(&s, replay).await;
+            }
             for e in dialect.connected(&gw.core, &user).await {
                 if let Err(err) = s.emit(e.event, &e.data) {
                     tracing::debug!(error = %err, event = e.event, "connect notice not sent");
@@ -415,7 +731,18 @@ pub async fn run(
         }
     }
     let namespaces = mounts.iter().map(|m| m.namespace.clone()).collect();
-    let fanout = Arc::new(Fanout::new(io.clone(), metrics.clone(), namespaces));
+    let recovery = Recovery::new(
+        &config.redis_prefix,
+        config.recovery_window,
+        config.presence_refresh,
+    );
+    let fanout = Arc::new(Fanout::new(
+        io.clone(),
+        metrics.clone(),
+        namespaces,
+        DeliveryLog::new(&config.redis_prefix, config.delivery_log_entries),
+        recovery.enabled(),
+    ));
     let clients = Clients::new(&config, metrics.clone())?;
     let core = Core::new(
         clients,
@@ -435,6 +762,8 @@ pub async fn run(
         draining: AtomicBool::new(false),
         sockets: Mutex::new(HashMap::new()),
         refused: Mutex::new(HashMap::new()),
+        recovery,
+        replays: Mutex::new(HashMap::new()),
         background_calls: tokio::sync::Semaphore::new(BACKGROUND_CALLS_IN_FLIGHT),
     });
     for m in mounts {

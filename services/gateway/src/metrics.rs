@@ -49,6 +49,8 @@ pub struct Metrics {
     /// Stored events this node had delivered already when they were published again (by the
     /// outbox sweeper after their sender died unconfirmed, or after a Redis restart).
     pub duplicates_suppressed: Counter<u64, AtomicU64>,
+    /// Handshakes that asked to recover a session, by outcome (`recovered`, `new_session`).
+    pub recoveries: Family<ReasonLabels, Counter<u64, AtomicU64>>,
 }
 
 fn grpc_histogram() -> Histogram {
@@ -74,6 +76,12 @@ impl Metrics {
         let disconnects = Family::default();
         let dropped_deliveries = Counter::default();
         let duplicates_suppressed = Counter::default();
+        let recoveries = Family::default();
+        registry.register(
+            "recoveries",
+            "Handshakes that asked to recover a session, by outcome (reason: recovered or new_session)",
+            recoveries.clone(),
+        );
         registry.register(
             "duplicates_suppressed",
             "Stored events published again that this node had delivered already (not repeated)",
@@ -136,6 +144,7 @@ impl Metrics {
             disconnects,
             dropped_deliveries,
             duplicates_suppressed,
+            recoveries,
         }
     }
 
@@ -143,6 +152,14 @@ impl Metrics {
         self.disconnects
             .get_or_create(&ReasonLabels {
                 reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn recovery(&self, outcome: &str) {
+        self.recoveries
+            .get_or_create(&ReasonLabels {
+                reason: outcome.to_string(),
             })
             .inc();
     }

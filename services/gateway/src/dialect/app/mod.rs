@@ -286,7 +286,7 @@ async fn conversation_join(cx: EventCx, v: Value) -> Result<Reply, DomainError> 
 
 async fn conversation_leave(cx: EventCx, v: Value) -> Result<Reply, DomainError> {
     let room = conversation(&v)?;
-    cx.socket.leave(room.socket_room());
+    cx.leave(&room).await;
     Ok(Reply::ack(
         json!({ "success": true, "conversationId": room.id }),
     ))

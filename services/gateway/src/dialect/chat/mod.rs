@@ -271,7 +271,7 @@ async fn room_join(cx: EventCx, v: Value) -> Result<Reply, DomainError> {
 }
 
 async fn room_leave(cx: EventCx, v: Value) -> Result<Reply, DomainError> {
-    cx.socket.leave(chat_key(&v)?.socket_room());
+    cx.leave(&chat_key(&v)?).await;
     Ok(ok(None))
 }
 

@@ -263,7 +263,7 @@ async fn channel_join(cx: EventCx, v: Value) -> Result<Reply, DomainError> {
     let channel = room(&v, "channelId", CHANNEL)?;
     // The document reveals a missing channel (E_CHANNEL_NOT_FOUND).
     cx.core().check(&cx.user, &channel, Action::Join).await?;
-    cx.core().join_checked(&cx.socket, &channel)?;
+    cx.join_checked(&channel).await?;
     let data = json!({ "channelId": numeric_json(&channel.id) });
     Ok(Reply::emit("channel:joined", data).with_ack(json!({ "ok": true })))
 }

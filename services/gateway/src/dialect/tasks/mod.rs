@@ -375,7 +375,7 @@ async fn room_join(cx: EventCx, v: Value) -> Result<Reply, DomainError> {
 
 async fn room_leave(cx: EventCx, v: Value) -> Result<Reply, DomainError> {
     let room = room_of(object(&v)?, "type", "id")?;
-    cx.socket.leave(room.socket_room());
+    cx.leave(&room).await;
     Ok(Reply::emit(
         "room:left",
         json!({ "roomType": room.kind, "roomId": numeric_json(&room.id) }),

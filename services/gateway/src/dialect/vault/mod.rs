@@ -178,7 +178,7 @@ fn access_denied_unless_internal(e: DomainError) -> DomainError {
 
 async fn vault_leave(cx: EventCx, v: Value) -> Result<Reply, DomainError> {
     if let Ok(vault) = vault_of(&v) {
-        cx.socket.leave(vault.socket_room());
+        cx.leave(&vault).await;
     }
     Ok(Reply::default())
 }
