@@ -160,11 +160,17 @@ async fn delivery_log_reader(gw: Arc<Gateway>, reader: fred::prelude::Client) {
         {
             Ok(entries) => {
                 if unreachable {
-                    tracing::info!(
-                        entries = entries.len(),
-                        "delivery log reachable again; catching up"
-                    );
                     unreachable = false;
+                    let position = fanout.position();
+                    match fanout.log.retains_after(&reader, position).await {
+                        Ok(true) => tracing::info!("delivery log reachable again; catching up"),
+                        Ok(false) => tracing::error!(
+                            %position,
+                            "delivery log trimmed past this node's position while it was away: \
+                             some stored events were not delivered live to its sockets"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "delivery log retention unknown"),
+                    }
                 }
                 if entries.is_empty() {
                     continue;

@@ -141,14 +141,20 @@ impl DeliveryLog {
         after: LogId,
         block: Duration,
     ) -> anyhow::Result<Vec<(LogId, LoggedEvent)>> {
-        let response: fred::types::streams::XReadResponse<String, String, String, String> = reader
-            .xread_map(
+        let response: Value = reader
+            .xread(
                 Some(READ_BATCH),
                 Some(block.as_millis() as u64),
                 &self.key,
                 after.to_string(),
             )
             .await?;
+        // Nothing arrived while waiting: Redis answers nil, which is no map.
+        if response.is_null() {
+            return Ok(Vec::new());
+        }
+        let response: fred::types::streams::XReadResponse<String, String, String, String> =
+            response.into_xread_response()?;
         Ok(decode(response.into_values().flatten()))
     }
 

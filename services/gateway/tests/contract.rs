@@ -12,7 +12,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Cluster, Files, otlp::OtlpReceiver, suite_files};
+use support::{Cluster, Files, Proxies, otlp::OtlpReceiver, suite_files};
 
 fn every(_: &str) -> bool {
     true
@@ -177,4 +177,52 @@ fn trace_of_an_error() {
             "{kind}: the messages service's {messages_span} span is in trace {id}: {messages:?}"
         );
     }
+}
+
+/// Postgres is cut off (a proxy between it and the membership and messages services) for 10 s
+/// under a trickle of sends from both nodes: every send is answered (`INTERNAL` while it is
+/// away), typing and presence keep working, `/readyz` says `degraded`; once it is back, sends
+/// succeed again, and every acknowledged message is stored and delivered exactly once.
+#[test]
+fn fault_postgres_outage() {
+    let cluster = Cluster::start_with_proxies(
+        "fault_postgres_outage",
+        Proxies {
+            postgres: true,
+            ..Proxies::default()
+        },
+    );
+    cluster.run_suite(&suite_files("faults", |name| {
+        name == "fault-postgres-outage.test.mjs"
+    }));
+}
+
+/// Gateway node gw-b alone is cut off from Redis (a proxy) for 3 s while gw-a's clients send:
+/// once it is back, every client on both nodes has every acknowledged message, once, all in the
+/// delivery log's order (gw-b caught up from where it stopped reading).
+#[test]
+fn fault_redis_partition() {
+    let cluster = Cluster::start_with_proxies(
+        "fault_redis_partition",
+        Proxies {
+            gateway_b_redis: true,
+            ..Proxies::default()
+        },
+    );
+    cluster.run_suite(&suite_files("faults", |name| {
+        name == "fault-redis-partition.test.mjs"
+    }));
+}
+
+/// Connection state recovery with the real socket.io-client: recovered on the same node, on
+/// the other node, after its node was SIGKILLed; refused to another user and after the window.
+#[test]
+fn connection_state_recovery() {
+    let cluster = Cluster::start_with_env(
+        "connection_state_recovery",
+        Files::Folder,
+        &[("SWITCHBOARD_RECOVERY_WINDOW_MS", "4000")],
+        None,
+    );
+    cluster.run_suite(&suite_files("recovery", every));
 }

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import net from 'node:net';
+import pg from 'pg';
 import { io } from 'socket.io-client';
 
 const env = (name, fallback) => {
@@ -475,6 +476,38 @@ export function redisCommand(command, port = REDIS_PORT, timeoutMs = 2000) {
   });
 }
 
+/**
+ * Sends `cut` or `restore` to the control port of a fault-injection proxy (tests/support/proxy.rs;
+ * the harness passes the ports as `SB_*_PROXY_CONTROL`). Resolves once the proxy answered `ok`:
+ * after `cut`, every connection it forwarded is closed and new ones are closed on accept; after
+ * `restore`, new connections are forwarded again.
+ */
+export function proxyControl(port, command, timeoutMs = 10000) {
+  assert.ok(command === 'cut' || command === 'restore', `proxyControl: 'cut' or 'restore', not ${command}`);
+  const p = Number(port);
+  assert.ok(Number.isInteger(p) && p > 0, `proxyControl: a control port, got ${JSON.stringify(port)}`);
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host: '127.0.0.1', port: p });
+    let data = '';
+    const done = (err) => {
+      clearTimeout(timer);
+      sock.destroy();
+      if (err) reject(err);
+      else resolve();
+    };
+    const timer = setTimeout(() => done(new Error(`proxy ${p}: no answer to '${command}' within ${timeoutMs} ms`)), timeoutMs);
+    sock.on('connect', () => sock.write(`${command}\n`));
+    sock.on('data', (chunk) => {
+      data += chunk.toString();
+      if (!data.includes('\n')) return;
+      const answer = data.split('\n')[0].trim();
+      done(answer === 'ok' ? null : new Error(`proxy ${p}: '${command}' answered '${answer}'`));
+    });
+    sock.on('error', (e) => done(new Error(`proxy ${p}: ${e.message}`)));
+    sock.on('close', () => done(new Error(`proxy ${p}: closed before answering '${command}'`)));
+  });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Waiting on events from a point in time on (the dialect suites' `mark` / `waitAfter` style)
 
@@ -586,4 +619,30 @@ export function waitUnlessError(socket, from, event, predicate = () => true, tim
       },
     );
   });
+}
+
+/** Polls `check` until it answers something truthy (and answers that); fails after `timeoutMs`. */
+export async function until(what, check, timeoutMs = 10000, stepMs = 100) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) assert.fail(`${what}: not within ${timeoutMs} ms`);
+    await sleep(stepMs);
+  }
+}
+
+/** The stored messages of a chat, read from Postgres: `{ id, seq, sender_id, client_id }`. */
+export async function chatMessagesInPostgres(chatId) {
+  const db = new pg.Client({ connectionString: DATABASE_URL });
+  await db.connect();
+  try {
+    const { rows } = await db.query(
+      "SELECT id::text AS id, seq::int AS seq, sender_id, client_id FROM messages WHERE room_kind = 'chat' AND room_id = $1",
+      [chatId],
+    );
+    return rows;
+  } finally {
+    await db.end();
+  }
 }

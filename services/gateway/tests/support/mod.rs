@@ -7,8 +7,13 @@
 //! suite) and Redis restarted without disturbing other tests. Everything is killed when the
 //! [`Cluster`] is dropped, panics included; on failure the tail of each process's log is printed
 //! and the logs are kept under `std::env::temp_dir()/sb-<uuid>/`.
+//!
+//! A fault test can also have some processes reach Redis or Postgres through a TCP proxy that
+//! the suite cuts and restores ([`proxy`], [`Cluster::start_with_proxies`]): a partition of one
+//! process, where restarting Redis or Postgres would disturb all of them.
 
 pub mod otlp;
+pub mod proxy;
 
 use std::{
     fs::{self, File},
@@ -19,6 +24,8 @@ use std::{
     thread,
     time::{Duration, Instant},
 };
+
+use proxy::Proxy;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdefghij";
@@ -57,9 +64,25 @@ pub struct Cluster {
     files: Files,
     /// What the suite is told besides the defaults (`SB_*`): the extra gateway settings of
     /// [`Cluster::start_with_env`] (as `SB_<name without SWITCHBOARD_>`), the gateway binary,
-    /// the services' and Redis' URLs.
+    /// the services' and Redis' URLs, the proxies' control ports.
     suite_env: Vec<(String, String)>,
+    /// The fault-injection proxies of [`Cluster::start_with_proxies`]; dropped (stopped) after
+    /// the processes are killed.
+    proxies: Vec<Proxy>,
     pub gateways: Vec<Gateway>,
+}
+
+/// Which connections of a cluster go through a fault-injection [`Proxy`], so the suite can cut
+/// them (and only them) and restore them through the proxy's control port, which it is told as
+/// an `SB_*_PROXY_CONTROL` variable. Nothing goes through a proxy by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Proxies {
+    /// Gateway node gw-b's Redis connections (gw-a and the services reach Redis directly):
+    /// `SB_GW_B_REDIS_PROXY_CONTROL`.
+    pub gateway_b_redis: bool,
+    /// The membership and messages services' Postgres connections (the migrations, the presence
+    /// service and the suite's own queries go directly): `SB_POSTGRES_PROXY_CONTROL`.
+    pub postgres: bool,
 }
 
 thread_local! {
@@ -191,6 +214,38 @@ fn redis_command(port: u16, command: &str) -> Option<String> {
     )
 }
 
+/// Where the `host[:port]` of a `postgres://[user[:password]@]host[:port]/…` URL is in it, and
+/// the address it names (port 5432 when none is given).
+fn database_host(url: &str) -> (std::ops::Range<usize>, SocketAddr) {
+    let unsupported = || -> ! {
+        panic!("cannot proxy the database URL {url:?}: expected postgres://[user@]host[:port]/name")
+    };
+    let start = url
+        .find("://")
+        .map(|i| i + 3)
+        .unwrap_or_else(|| unsupported());
+    let end = url[start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| start + i);
+    let start = url[start..end].rfind('@').map_or(start, |i| start + i + 1);
+    let host_port = &url[start..end];
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => {
+            (host, port.parse().unwrap_or_else(|_| unsupported()))
+        }
+        _ => (host_port, 5432),
+    };
+    let host = match host.trim_start_matches('[').trim_end_matches(']') {
+        "" => "localhost",
+        h => h,
+    };
+    let upstream = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .unwrap_or_else(|| unsupported());
+    (start..end, upstream)
+}
+
 /// The database name in a `postgres://…/<name>?…` URL.
 fn database_name(url: &str) -> Option<&str> {
     let without_query = url.split('?').next()?;
@@ -228,6 +283,11 @@ impl Cluster {
         cluster
     }
 
+    /// Starts a cluster some connections of which go through fault-injection proxies.
+    pub fn start_with_proxies(test: &str, proxies: Proxies) -> Cluster {
+        Cluster::start_full(test, Files::Folder, &[], None, proxies)
+    }
+
     /// Starts a cluster whose two gateway nodes also get `gateway_env` (`SWITCHBOARD_*`
     /// settings, overriding the harness's own) and, when given, their own `RUST_LOG`
     /// (`SWITCHBOARD_TEST_RUST_LOG` or `warn` otherwise, as every other process). The suite
@@ -237,6 +297,23 @@ impl Cluster {
         files: Files,
         gateway_env: &[(&str, &str)],
         gateway_rust_log: Option<&str>,
+    ) -> Cluster {
+        Cluster::start_full(
+            test,
+            files,
+            gateway_env,
+            gateway_rust_log,
+            Proxies::default(),
+        )
+    }
+
+    /// The constructor every other one calls.
+    fn start_full(
+        test: &str,
+        files: Files,
+        gateway_env: &[(&str, &str)],
+        gateway_rust_log: Option<&str>,
+        proxies: Proxies,
     ) -> Cluster {
         // Fail fast, before anything is started, when the workspace binaries were not built.
         let gateway_bin = workspace_bin("gateway");
@@ -259,6 +336,7 @@ impl Cluster {
             rust_log: env_or("SWITCHBOARD_TEST_RUST_LOG", "warn"),
             files: Files::Folder,
             suite_env: Vec::new(),
+            proxies: Vec::new(),
             gateways: Vec::new(),
         };
         eprintln!("[{test}] cluster files in {}", cluster.dir.display());
@@ -302,11 +380,17 @@ impl Cluster {
         });
         let redis_url = format!("redis://127.0.0.1:{redis_port}");
 
+        // The services that use Postgres reach it through a proxy when asked to.
+        let mut services_database_url = database_url.clone();
+        if proxies.postgres {
+            let (host, upstream) = database_host(&database_url);
+            let proxy = Proxy::start(&format!("{test}/postgres"), upstream);
+            services_database_url.replace_range(host, &format!("127.0.0.1:{}", proxy.port));
+            cluster.add_proxy(proxy, "SB_POSTGRES_PROXY_CONTROL");
+        }
+
         // The gRPC services.
-        let common = [
-            ("SWITCHBOARD_DATABASE_URL", database_url.clone()),
-            ("SWITCHBOARD_REDIS_URL", redis_url.clone()),
-        ];
+        let common = [("SWITCHBOARD_REDIS_URL", redis_url.clone())];
         let mut service_ports = Vec::new();
         for (name, bin) in [
             ("membership", &membership_bin),
@@ -316,6 +400,12 @@ impl Cluster {
             let port = free_port();
             let mut env = vec![("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))];
             env.extend(common.iter().cloned());
+            let db_url = if name == "presence" {
+                &database_url
+            } else {
+                &services_database_url
+            };
+            env.push(("SWITCHBOARD_DATABASE_URL", db_url.clone()));
             if name == "presence" {
                 env.push(("SWITCHBOARD_PRESENCE_TTL_MS", "2000".to_string()));
                 env.push(("SWITCHBOARD_PRESENCE_THROTTLE_MS", "2000".to_string()));
@@ -378,17 +468,30 @@ impl Cluster {
         };
         cluster.files = files;
 
+        // gw-b reaches Redis through a proxy when asked to.
+        let mut gateway_b_redis_url = redis_url.clone();
+        if proxies.gateway_b_redis {
+            let proxy = Proxy::start(&format!("{test}/gw-b-redis"), addr(redis_port));
+            gateway_b_redis_url = format!("redis://127.0.0.1:{}", proxy.port);
+            cluster.add_proxy(proxy, "SB_GW_B_REDIS_PROXY_CONTROL");
+        }
+
         // Two gateway nodes of one cluster.
         let mut gateway_ports = Vec::new();
         for node in ["gw-a", "gw-b"] {
             let port = free_port();
+            let node_redis_url = if node == "gw-b" {
+                gateway_b_redis_url.clone()
+            } else {
+                redis_url.clone()
+            };
             let env = vec![
                 ("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}")),
                 ("SWITCHBOARD_NODE_ID", node.to_string()),
                 ("SWITCHBOARD_MEMBERSHIP_URL", service_url("membership")),
                 ("SWITCHBOARD_MESSAGES_URL", service_url("messages")),
                 ("SWITCHBOARD_PRESENCE_URL", service_url("presence")),
-                ("SWITCHBOARD_REDIS_URL", redis_url.clone()),
+                ("SWITCHBOARD_REDIS_URL", node_redis_url),
                 ("SWITCHBOARD_ADMIN_TOKEN", ADMIN_TOKEN.to_string()),
                 ("SWITCHBOARD_JWT_SECRET", JWT_SECRET.to_string()),
                 ("SWITCHBOARD_SESSION_SECRET", SESSION_SECRET.to_string()),
@@ -408,13 +511,11 @@ impl Cluster {
             let pid = cluster.spawn(node, &gateway_bin, &[], &env);
             gateway_ports.push((node, port, pid));
         }
-        cluster.suite_env = gateway_env
-            .iter()
-            .map(|(k, v)| {
-                let name = k.strip_prefix("SWITCHBOARD_").unwrap_or(k);
-                (format!("SB_{name}"), v.to_string())
-            })
-            .collect();
+        // After the proxies' control ports (`add_proxy`).
+        cluster.suite_env.extend(gateway_env.iter().map(|(k, v)| {
+            let name = k.strip_prefix("SWITCHBOARD_").unwrap_or(k);
+            (format!("SB_{name}"), v.to_string())
+        }));
         cluster.suite_env.extend([
             (
                 "SB_GATEWAY_BIN".to_string(),
@@ -433,6 +534,13 @@ impl Cluster {
             });
         }
         cluster
+    }
+
+    /// Keeps `proxy` running as long as the cluster, its control port told to the suite as `var`.
+    fn add_proxy(&mut self, proxy: Proxy, var: &str) {
+        self.suite_env
+            .push((var.to_string(), proxy.control_port.to_string()));
+        self.proxies.push(proxy);
     }
 
     /// Starts `program` with its output in `<dir>/<name>.log`; answers its pid.

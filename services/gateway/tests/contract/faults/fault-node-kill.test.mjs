@@ -8,15 +8,14 @@
 
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import pg from 'pg';
 import {
-  DATABASE_URL,
   GATEWAY_PIDS,
   admin,
   NODE1,
   NODE2,
   ack,
   allChatMessages,
+  chatMessagesInPostgres,
   closeAll,
   connect,
   connectUser,
@@ -228,17 +227,7 @@ test('a gateway node is SIGKILLed mid-traffic: no acknowledged message lost or d
   assert.equal(new Set(ids).size, ids.length, 'distinct clientIds got distinct serverIds');
 
   // Postgres: every acknowledged serverId exactly once, with its sender and clientId; no duplicates.
-  const db = new pg.Client({ connectionString: DATABASE_URL });
-  await db.connect();
-  let rows;
-  try {
-    ({ rows } = await db.query(
-      "SELECT id::text AS id, sender_id, client_id FROM messages WHERE room_kind = 'chat' AND room_id = $1",
-      [chatId],
-    ));
-  } finally {
-    await db.end();
-  }
+  const rows = await chatMessagesInPostgres(chatId);
   const byId = new Map(rows.map((r) => [r.id, r]));
   for (const m of acked) {
     const row = byId.get(m.serverId);

@@ -25,6 +25,7 @@ import {
   NODE2,
   assertIso,
   closeAll,
+  until,
   connectUser,
   eventsOf,
   http,
@@ -56,17 +57,6 @@ const AFTER_MESSAGES = 4;
 const WAIT_MS = 60_000;
 /** Longer than the outbox's redelivery delay in tests (1.5 s) and its sweep: a repeat would show. */
 const QUIET_AFTER_MS = 5000;
-
-/** Polls `check` until it answers something truthy; fails after `timeoutMs`. */
-async function until(what, check, timeoutMs = WAIT_MS, stepMs = 100) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) assert.fail(`${what}: not within ${timeoutMs} ms`);
-    await sleep(stepMs);
-  }
-}
 
 /** Runs `fn` over `items` with at most `n` at once. */
 async function pool(items, n, fn) {
@@ -295,7 +285,7 @@ test('a client that stops reading is disconnected, counted and offline; the room
   await t.test('the slow client is disconnected: node 1 no longer counts it', async () => {
     await until('switchboard_connections on node 1 back to its value before the slow client', async () => {
       return sample(await scrape(NODE1), CONNECTIONS) === baseConnections;
-    });
+    }, WAIT_MS);
     log(`node 1 stopped counting the slow client ${since()}`);
   });
 
@@ -313,7 +303,7 @@ test('a client that stops reading is disconnected, counted and offline; the room
 
   await t.test('the gateway closed the TCP connection', async () => {
     slow.resumeReading();
-    await until('the slow client sees its connection closed by the server', () => slow.closed);
+    await until('the slow client sees its connection closed by the server', () => slow.closed, WAIT_MS);
     log(`closed by the server with WebSocket code ${slow.closed.code}; the slow client had ${slow.events.length} events waiting in the kernel`);
     const seen = new Map();
     for (const e of slow.events) if (e.id !== null) seen.set(e.id, (seen.get(e.id) ?? 0) + 1);
@@ -378,7 +368,7 @@ test('a client that stops reading is disconnected, counted and offline; the room
       await until('the control received every event and message', () => {
         const { ev, msg } = counts();
         return eventIds.every((id) => ev.has(id)) && messageIds.every((id) => msg.has(id));
-      });
+      }, WAIT_MS);
     } catch (err) {
       const { ev, msg } = counts();
       const missingEvents = eventIds.filter((id) => !ev.has(id));
