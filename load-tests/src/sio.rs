@@ -322,9 +322,13 @@ fn first_arg(json: &str) -> Option<Value> {
     }
 }
 
+/// `[event, data, …]`: a stored event carries a further argument, its delivery-log offset
+/// (connection state recovery), which the scenarios do not need.
 fn dispatch(client: u32, json: &str, handler: &dyn Handler) {
-    if let Ok((event, data)) = serde_json::from_str::<(String, Value)>(json) {
-        handler.on_event(client, &event, &data);
+    if let Ok(Value::Array(args)) = serde_json::from_str::<Value>(json)
+        && let [Value::String(event), data, ..] = args.as_slice()
+    {
+        handler.on_event(client, event, data);
     }
 }
 
@@ -375,6 +379,28 @@ async fn join_chats(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_reach_the_handler_with_or_without_an_offset() {
+        #[derive(Default)]
+        struct Seen(std::sync::Mutex<Vec<(String, Value)>>);
+        impl Handler for Seen {
+            fn on_event(&self, _client: u32, event: &str, data: &Value) {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push((event.to_string(), data.clone()));
+            }
+        }
+        let seen = Seen::default();
+        dispatch(0, r#"["typing:update",{"a":1}]"#, &seen);
+        dispatch(0, r#"["message:new",{"b":2},"1700000000000-0"]"#, &seen);
+        dispatch(0, r#"[1,2]"#, &seen);
+        let seen = seen.0.into_inner().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[1].0, "message:new");
+        assert_eq!(seen[1].1["b"], 2);
+    }
 
     #[test]
     fn parses_the_packets_we_rely_on() {

@@ -1,8 +1,9 @@
 //! A stateless gateway node. It terminates Socket.IO (WebSocket and long-polling) for every
 //! mounted dialect, authenticates handshakes, fans events out to every node through the Redis
-//! adapter, serves the integration API, and reaches state only through the services' gRPC APIs.
-//! Any node can die: clients reconnect to another, stored messages are redelivered from the
-//! outbox, and presence expires by TTL.
+//! adapter (stored ones through the delivery log, a Redis stream), serves the integration API,
+//! and reaches state only through the services' gRPC APIs. Any node can die: clients reconnect
+//! to another and recover their session, stored messages are redelivered from the outbox, and
+//! presence expires by TTL.
 
 pub(crate) mod auth;
 pub(crate) mod authz;
@@ -36,10 +37,10 @@ use socketioxide::{
     SocketIo,
     extract::{SocketRef, TryData},
     handler::ConnectHandler,
-    socket::{ConnectSession, DisconnectReason},
+    socket::DisconnectReason,
 };
 use socketioxide_redis::RedisAdapterCtr;
-use switchboard_common::{ErrorCode, RoomKey};
+use switchboard_common::ErrorCode;
 use switchboard_proto::presence as pp;
 use tokio::net::TcpListener;
 
@@ -47,12 +48,12 @@ pub use crate::config::Config;
 use crate::{
     auth::{AuthFailure, Authenticator, Credentials, Identity},
     clients::Clients,
-    core::{Action, Core, session_room, user_room},
-    delivery_log::{DeliveryLog, LogId, LoggedEmission},
+    core::{Core, session_room, user_room},
+    delivery_log::DeliveryLog,
     dialect::Mount,
     fanout::{Adapter, Fanout},
     metrics::Metrics,
-    recovery::{Claim, Recovery, ReplayFilter, SessionMeta},
+    recovery::{Claim, Recovery, Replay},
 };
 
 /// A socket this node holds, for presence refreshes.
@@ -65,28 +66,6 @@ struct LocalSocket {
     /// The private id of its recovery session (none when recovery is off).
     pid: Option<Arc<str>>,
 }
-
-/// A session being recovered, between the handshake (which found it and read what it missed
-/// from the log) and the connect handler (which replays that and joins its rooms).
-struct Replay {
-    /// The rooms it had joined through its dialect (still allowed), with the log position at
-    /// which it joined each.
-    rooms: Vec<(String, LogId)>,
-    /// Its personal rooms, joined when its session started (at `start`).
-    personal: Vec<String>,
-    start: LogId,
-    /// The entries (their emissions for this socket) after the client's offset, read so far.
-    entries: Vec<(LogId, Vec<LoggedEmission>)>,
-    /// The last entry read.
-    read_to: LogId,
-    namespace: String,
-    previous_socket: String,
-}
-
-/// How many log entries one recovery reads at most; a client that missed more than that gets a
-/// new session (what it missed is in the history).
-const MAX_REPLAY_SCAN: usize = 20_000;
-const REPLAY_PAGE: u64 = 1_000;
 
 /// Everything a node shares between its sockets, its API and its background tasks.
 pub struct Gateway {
@@ -272,6 +251,10 @@ impl Gateway {
                     .lock()
                     .expect("socket registry")
                     .remove(&s.id.to_string());
+                gw.replays
+                    .lock()
+                    .expect("replays")
+                    .remove(&s.id.to_string());
                 if let Some(pid) = local.and_then(|l| l.pid) {
                     gw.recovery
                         .closed(&gw.redis, &pid, recoverable(reason))
@@ -321,202 +304,6 @@ impl Gateway {
         {
             tracing::debug!(error = %e, "presence refresh failed");
         }
-    }
-
-    /// Looks up the session a reconnecting client claims and reads what it missed: `None` (a
-    /// new session) when there is none, it is another user's or namespace's, the offset is not
-    /// one of ours, or the log no longer holds everything after it.
-    async fn recover(
-        &self,
-        namespace: &str,
-        identity: &Identity,
-        claim: &Claim,
-    ) -> Option<(SessionMeta, Replay)> {
-        let session = match self.recovery.take(&self.redis, &claim.pid).await {
-            Ok(Some(session)) => session,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::warn!(error = %e, "recovery session unreadable");
-                return None;
-            }
-        };
-        let meta = session.meta;
-        if meta.user != identity.user_id || meta.namespace != namespace {
-            tracing::info!("recovery refused: the session is another user's or namespace's");
-            return None;
-        }
-        let start: LogId = meta.start.parse().ok()?;
-        let from = match &claim.offset {
-            Some(offset) => offset.parse::<LogId>().ok()?.max(start),
-            None => start,
-        };
-        let log = &self.core.fanout.log;
-        match log.retains_after(&self.redis, from).await {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => {
-                tracing::warn!(error = %e, "recovery: delivery log unreadable");
-                return None;
-            }
-        }
-        // Rooms are authorized again: the user may have lost one meanwhile.
-        let mut rooms = Vec::with_capacity(session.rooms.len() + 2);
-        for (room, at) in session.rooms {
-            let Some((kind, id)) = room.split_once(':') else {
-                continue;
-            };
-            let Ok(key) = RoomKey::parse("room", kind, id) else {
-                continue;
-            };
-            if matches!(
-                self.core
-                    .allowed(&identity.user_id, &key, Action::Join)
-                    .await,
-                Ok(true)
-            ) {
-                rooms.push((room, at));
-            }
-        }
-        let mut replay = Replay {
-            rooms,
-            personal: personal_rooms(identity),
-            start,
-            entries: Vec::new(),
-            read_to: from,
-            namespace: namespace.to_string(),
-            previous_socket: meta.socket.clone(),
-        };
-        let mut scanned = 0;
-        loop {
-            match self.read_missed(&mut replay).await {
-                Ok(0) => break,
-                Ok(n) => scanned += n,
-                Err(e) => {
-                    tracing::warn!(error = %e, "recovery: delivery log unreadable");
-                    return None;
-                }
-            }
-            if scanned > MAX_REPLAY_SCAN {
-                tracing::info!(scanned, "recovery refused: too much was missed");
-                return None;
-            }
-        }
-        Some((meta, replay))
-    }
-
-    /// Reads the next page of the log after `replay.read_to`, keeping what the socket would
-    /// have received; answers how many entries it read.
-    async fn read_missed(&self, replay: &mut Replay) -> anyhow::Result<usize> {
-        let page = self
-            .core
-            .fanout
-            .log
-            .range(&self.redis, replay.read_to, REPLAY_PAGE)
-            .await?;
-        let mut rooms = replay.rooms.clone();
-        rooms.extend(replay.personal.iter().map(|r| (r.clone(), replay.start)));
-        let filter = ReplayFilter {
-            namespace: &replay.namespace,
-            previous_socket: &replay.previous_socket,
-            rooms: &rooms,
-        };
-        let read = page.len();
-        let mut kept = Vec::new();
-        for (id, event) in page {
-            replay.read_to = id;
-            let emissions: Vec<_> = event
-                .emissions
-                .into_iter()
-                .filter(|e| filter.wants(id, e))
-                .collect();
-            if !emissions.is_empty() {
-                kept.push((id, emissions));
-            }
-        }
-        replay.entries.extend(kept);
-        Ok(read)
-    }
-
-    /// Records this socket's recovery session (a new one, or the recovered one with its rooms)
-    /// and tells the client in the CONNECT packet; answers its private id.
-    async fn open_session(
-        &self,
-        namespace: &str,
-        s: &SocketRef<Adapter>,
-        identity: &Identity,
-        recovered: Option<(String, SessionMeta, Replay)>,
-    ) -> Arc<str> {
-        let (pid, sid, start, rooms) = match recovered {
-            Some((pid, meta, replay)) => {
-                let rooms = replay.rooms.clone();
-                self.replays
-                    .lock()
-                    .expect("replays")
-                    .insert(s.id.to_string(), replay);
-                (pid, meta.sid, meta.start, rooms)
-            }
-            None => (
-                Recovery::new_pid(),
-                s.id.to_string(),
-                self.core.fanout.position().to_string(),
-                Vec::new(),
-            ),
-        };
-        let meta = SessionMeta {
-            sid: sid.clone(),
-            socket: s.id.to_string(),
-            user: identity.user_id.clone(),
-            namespace: namespace.to_string(),
-            start,
-        };
-        if let Err(e) = self.recovery.open(&self.redis, &pid, &meta, &rooms).await {
-            tracing::warn!(error = %e, "recovery session not recorded (this socket cannot recover)");
-        }
-        s.set_connect_session(ConnectSession {
-            sid,
-            pid: pid.clone(),
-        });
-        Arc::from(pid)
-    }
-
-    /// Right after a recovered socket's CONNECT: replays what it missed, then joins its rooms,
-    /// holding the log reader back meanwhile, so that every entry reaches it once and in order
-    /// (those up to the reader's position from the replay, later ones live).
-    async fn replay(&self, s: &SocketRef<Adapter>, mut replay: Replay) {
-        let fanout = &self.core.fanout;
-        let _emitting = fanout.emitting.lock().await;
-        let position = fanout.position();
-        // The reader got ahead of what the handshake read: read up to it.
-        while replay.read_to < position {
-            match self.read_missed(&mut replay).await {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "recovery: delivery log unreadable; the replay is incomplete");
-                    break;
-                }
-            }
-        }
-        let mut replayed = 0;
-        for (id, emissions) in &replay.entries {
-            if *id > position {
-                break;
-            }
-            let offset = id.to_string();
-            for e in emissions {
-                replayed += 1;
-                if let Err(err) = s.emit(e.event.as_str(), &(&e.data, &offset)) {
-                    tracing::debug!(error = %err, "replay not sent");
-                }
-            }
-        }
-        for room in replay.personal {
-            s.join(room);
-        }
-        for (room, _) in replay.rooms {
-            s.join(room);
-        }
-        tracing::debug!(replayed, "session recovered");
     }
 
     /// A socket joined a room through its dialect: its recovery session remembers it.
@@ -570,7 +357,7 @@ impl Gateway {
 }
 
 /// The rooms a socket joins for who it is: its user's, and its session's when it has one.
-fn personal_rooms(identity: &Identity) -> Vec<String> {
+pub(crate) fn personal_rooms(identity: &Identity) -> Vec<String> {
     let mut rooms = vec![user_room(&identity.user_id)];
     if let Some(sid) = &identity.session_id {
         rooms.push(session_room(sid));

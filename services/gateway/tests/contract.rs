@@ -215,14 +215,19 @@ fn fault_redis_partition() {
 }
 
 /// Connection state recovery with the real socket.io-client: recovered on the same node, on
-/// the other node, after its node was SIGKILLed; refused to another user and after the window.
+/// the other node, through a balancer after its node was SIGKILLed right after a burst (every
+/// client then has every message once); refused to another user and after the window.
 #[test]
 fn connection_state_recovery() {
-    let cluster = Cluster::start_with_env(
+    let cluster = Cluster::start_full(
         "connection_state_recovery",
         Files::Folder,
         &[("SWITCHBOARD_RECOVERY_WINDOW_MS", "4000")],
         None,
+        Proxies {
+            balancer: true,
+            ..Proxies::default()
+        },
     );
     cluster.run_suite(&suite_files("recovery", every));
 }

@@ -83,6 +83,9 @@ pub struct Proxies {
     /// The membership and messages services' Postgres connections (the migrations, the presence
     /// service and the suite's own queries go directly): `SB_POSTGRES_PROXY_CONTROL`.
     pub postgres: bool,
+    /// A load balancer in front of both gateway nodes, for clients that should land on any node
+    /// and fail over to the other: `SB_BALANCER_URL`.
+    pub balancer: bool,
 }
 
 thread_local! {
@@ -307,8 +310,9 @@ impl Cluster {
         )
     }
 
-    /// The constructor every other one calls.
-    fn start_full(
+    /// The constructor every other one calls: gateway settings (see
+    /// [`Cluster::start_with_env`]) and proxies (see [`Cluster::start_with_proxies`]) together.
+    pub fn start_full(
         test: &str,
         files: Files,
         gateway_env: &[(&str, &str)],
@@ -526,12 +530,25 @@ impl Cluster {
             ("SB_PRESENCE_URL".to_string(), service_url("presence")),
             ("SB_REDIS_URL".to_string(), redis_url.clone()),
         ]);
-        for (node, port, pid) in gateway_ports {
+        for (node, port, pid) in &gateway_ports {
+            let port = *port;
             cluster.wait_until(node, || http_status(port, "/readyz") == Some(200));
             cluster.gateways.push(Gateway {
                 url: format!("http://127.0.0.1:{port}"),
-                pid,
+                pid: *pid,
             });
+        }
+        if proxies.balancer {
+            let nodes = gateway_ports
+                .iter()
+                .map(|(_, port, _)| addr(*port))
+                .collect();
+            let balancer = Proxy::balance(&format!("{test}/balancer"), nodes);
+            cluster.suite_env.push((
+                "SB_BALANCER_URL".to_string(),
+                format!("http://127.0.0.1:{}", balancer.port),
+            ));
+            cluster.proxies.push(balancer);
         }
         cluster
     }

@@ -14,6 +14,10 @@
 //!   after a network failure), not a refusal it might treat differently.
 //! - `restore` forwards new connections again; the closed ones stay closed, and the clients
 //!   must reconnect by themselves, which is what the fault tests are about.
+//!
+//! Given several upstreams ([`Proxy::balance`]) it is a TCP load balancer: each connection goes
+//! to the next upstream in turn, or to the one after it when that one does not answer (a killed
+//! node), as a cloud balancer's health check would have it.
 
 use std::{net::SocketAddr, sync::Arc, thread, time::Duration};
 
@@ -41,6 +45,12 @@ impl Proxy {
     /// Listens on two free ports of 127.0.0.1 and forwards every connection to `upstream`.
     /// `name` only labels its thread and its log lines.
     pub fn start(name: &str, upstream: SocketAddr) -> Proxy {
+        Proxy::balance(name, vec![upstream])
+    }
+
+    /// Like [`Proxy::start`], each connection to the next of `upstreams` that answers.
+    pub fn balance(name: &str, upstreams: Vec<SocketAddr>) -> Proxy {
+        assert!(!upstreams.is_empty(), "a proxy needs an upstream");
         // Bound here, not on the proxy's thread, so the ports are known (and taken) on return.
         let bind = || {
             let listener = std::net::TcpListener::bind("127.0.0.1:0")
@@ -58,6 +68,9 @@ impl Proxy {
         let (control, control_port) = bind();
         let (stop, stopped) = oneshot::channel();
         let label = name.to_string();
+        eprintln!(
+            "[proxy {name}] 127.0.0.1:{port} → {upstreams:?}, control on 127.0.0.1:{control_port}"
+        );
         let thread = thread::Builder::new()
             .name(format!("proxy-{name}"))
             .spawn(move || {
@@ -65,13 +78,10 @@ impl Proxy {
                     .enable_all()
                     .build()
                     .expect("building the proxy's tokio runtime");
-                runtime.block_on(serve(label, listener, control, upstream, stopped));
+                runtime.block_on(serve(label, listener, control, upstreams, stopped));
                 // Dropping the runtime drops every forwarding task, closing its connections.
             })
             .expect("starting the proxy's thread");
-        eprintln!(
-            "[proxy {name}] 127.0.0.1:{port} → {upstream}, control on 127.0.0.1:{control_port}"
-        );
         Proxy {
             port,
             control_port,
@@ -97,9 +107,11 @@ async fn serve(
     name: String,
     listener: std::net::TcpListener,
     control: std::net::TcpListener,
-    upstream: SocketAddr,
+    upstreams: Vec<SocketAddr>,
     mut stopped: oneshot::Receiver<()>,
 ) {
+    let upstreams = Arc::new(upstreams);
+    let mut next = 0;
     let listener = TcpListener::from_std(listener).expect("a tokio listener");
     let control = TcpListener::from_std(control).expect("a tokio listener");
     // True while cut. Every forwarded connection holds a receiver and ends when it turns true,
@@ -114,7 +126,8 @@ async fn serve(
                     drop(client);
                     continue;
                 }
-                tokio::spawn(forward(client, upstream, cut.subscribe()));
+                tokio::spawn(forward(client, upstreams.clone(), next, cut.subscribe()));
+                next = (next + 1) % upstreams.len();
             }
             accepted = control.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
@@ -124,12 +137,25 @@ async fn serve(
     }
 }
 
-/// Copies bytes both ways between `client` and a new connection to `upstream` until either side
-/// closes or the proxy is cut; both connections are closed when it returns.
-async fn forward(mut client: TcpStream, upstream: SocketAddr, mut cut: watch::Receiver<bool>) {
+/// Copies bytes both ways between `client` and a new connection to an upstream (`upstreams[first]`,
+/// or the next that answers) until either side closes or the proxy is cut; both connections are
+/// closed when it returns.
+async fn forward(
+    mut client: TcpStream,
+    upstreams: Arc<Vec<SocketAddr>>,
+    first: usize,
+    mut cut: watch::Receiver<bool>,
+) {
     let copy = async {
-        // An upstream that does not answer: the client's connection just closes.
-        let Ok(mut server) = TcpStream::connect(upstream).await else {
+        let mut server = None;
+        for i in 0..upstreams.len() {
+            if let Ok(s) = TcpStream::connect(upstreams[(first + i) % upstreams.len()]).await {
+                server = Some(s);
+                break;
+            }
+        }
+        // No upstream answers: the client's connection just closes.
+        let Some(mut server) = server else {
             return;
         };
         let _ = server.set_nodelay(true);
