@@ -1,7 +1,8 @@
 // Graceful shutdown of a gateway node (SIGTERM, as Kubernetes does): the node turns unready,
 // tells its sockets `server:draining`, then closes their transport, so socket.io-client
 // reconnects by itself (a namespace disconnect, "io server disconnect", would stop it from
-// reconnecting). The other node keeps serving, and the drained user's messages still flow.
+// reconnecting). The other node keeps serving, the drained client recovers its session there
+// (connection state recovery), and its messages still flow.
 
 import assert from 'node:assert/strict';
 import { afterEach, test } from 'node:test';
@@ -27,7 +28,9 @@ test('SIGTERM drains a node: unready, a reconnect hint, transport closed so clie
   const [A, B] = users;
   const a = await connectUser(A, NODE1, { reconnection: true, reconnectionDelay: 200 });
   const b = await connectUser(B, NODE2);
+  await join(a, chatId);
   await join(b, chatId);
+  const id = a.id;
 
   const hint = waitFor(a, 'server:draining', () => true, 10000);
   const disconnected = new Promise((resolve) => a.once('disconnect', (reason) => resolve(reason)));
@@ -50,11 +53,16 @@ test('SIGTERM drains a node: unready, a reconnect hint, transport closed so clie
   const reason = await disconnected;
   assert.notEqual(reason, 'io server disconnect', 'the client is not told to stay away');
   assert.equal(a.active, true, 'socket.io-client will reconnect by itself');
-  a.io.opts.reconnection = false;
-  a.close();
 
-  // Behind a load balancer the client lands on the surviving node and carries on.
-  const again = await connectUser(A, NODE2);
-  const sent = await send(again, chatId, 'after the drain');
+  // Behind a load balancer the client lands on the surviving node (here it is pointed there)
+  // and recovers its session: same id, its room, what was said while it reconnected.
+  a.io.uri = NODE2;
+  const back = a.connected ? Promise.resolve() : new Promise((resolve) => a.once('connect', resolve));
+  const missed = await send(b, chatId, 'while the drained client reconnects');
+  await back;
+  assert.equal(a.recovered, true, 'the drained client recovered its session on the other node');
+  assert.equal(a.id, id, 'with the same id');
+  await waitFor(a, 'message:new', (m) => m._id === missed.serverId, 5000);
+  const sent = await send(a, chatId, 'after the drain');
   await waitFor(b, 'message:new', (m) => m._id === sent.serverId, 5000);
 });
