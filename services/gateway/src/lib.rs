@@ -330,12 +330,12 @@ impl Gateway {
     }
 
     /// The recovery sessions of this node's sockets.
-    fn local_pids(&self) -> Vec<String> {
+    fn local_pids(&self) -> Vec<Arc<str>> {
         self.sockets
             .lock()
             .expect("socket registry")
             .values()
-            .filter_map(|l| l.pid.as_deref().map(str::to_string))
+            .filter_map(|l| l.pid.clone())
             .collect()
     }
 

@@ -19,7 +19,10 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use fred::prelude::{Client, HashesInterface, KeysInterface, TransactionInterface};
+use fred::{
+    prelude::{Client, HashesInterface, KeysInterface, TransactionInterface},
+    types::scripts::Script,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use socketioxide::{extract::SocketRef, socket::ConnectSession};
@@ -87,7 +90,14 @@ pub(crate) struct Recovery {
     window: Duration,
     /// How long a connected socket's session lives without a refresh (see [`Recovery::new`]).
     live_ttl: Duration,
+    keep_script: Script,
 }
+
+/// Extends the TTL of every session in KEYS to ARGV[1] ms.
+const KEEP_LUA: &str = r#"
+for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ARGV[1]) end
+return #KEYS
+"#;
 
 const META: &str = "meta";
 const ROOM: &str = "r:";
@@ -100,6 +110,7 @@ impl Recovery {
             prefix: format!("{redis_prefix}recovery:"),
             window,
             live_ttl: window + refresh * 3,
+            keep_script: Script::from_lua(KEEP_LUA),
         }
     }
 
@@ -159,16 +170,15 @@ impl Recovery {
         }
     }
 
-    /// Keeps the sessions of this node's connected sockets.
-    pub async fn keep(&self, redis: &Client, pids: &[String]) {
-        let pipeline = redis.pipeline();
-        for pid in pids {
-            let _: Result<(), _> = pipeline
-                .pexpire(self.key(pid), self.live_ttl.as_millis() as i64, None)
-                .await;
-        }
-        let done: Result<Vec<fred::types::Value>, _> = pipeline.all().await;
-        if let Err(e) = done {
+    /// Keeps the sessions of this node's connected sockets: one script call per chunk (a
+    /// pipeline of one `PEXPIRE` each cost a command's allocations per socket per refresh).
+    pub async fn keep(&self, redis: &Client, pids: &[Arc<str>]) {
+        let keys: Vec<String> = pids.iter().map(|pid| self.key(pid)).collect();
+        let kept: Result<i64, _> = self
+            .keep_script
+            .evalsha_with_reload(redis, keys, vec![self.live_ttl.as_millis().to_string()])
+            .await;
+        if let Err(e) = kept {
             tracing::debug!(error = %e, "recovery sessions not refreshed");
         }
     }

@@ -150,6 +150,17 @@ test('a client that received nothing yet recovers from where its session started
   await assertRecovered(sa, sb, chatId, id, from, missed);
 });
 
+test('a socket connected for longer than the window still recovers: its node keeps its session', async () => {
+  const { chatId, sa, sb } = await setUp(NODE1);
+  const id = sa.id;
+  // Past the session's own lifetime without a refresh (window + 3 refreshes of 500 ms).
+  await sleep(WINDOW_MS + 2500);
+  const from = mark(sa);
+  const missed = await dropWhileSending(sa, sb, chatId);
+  await reconnect(sa);
+  await assertRecovered(sa, sb, chatId, id, from, missed);
+});
+
 test('another user cannot take over a session with its pid', async () => {
   const { chatId, sa, sb } = await setUp(NODE1);
   const stolenPid = sa._pid;
