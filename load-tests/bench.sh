@@ -5,9 +5,13 @@
 # alternates between repeats). Results: docs/benchmarks/raw/*.json, then
 # docs/benchmarks/results.{md,json} and PNG plots (load-tests/report/report.py).
 #
+# Every ladder step also writes the CPU of each process group (gateways, each service, the Node
+# peer's nodes, all of Postgres, Redis, the generator): the report's µs per delivery or send.
+#
 # Knobs (environment): BENCH_OUT=docs/benchmarks, BENCH_REPEATS=2 (ladders and idle),
-# BENCH_SCENARIOS="idle idle-one-node connect-storm typing-fanout persisted-send presence-churn
-# node-kill", BENCH_SYSTEMS="switchboard node", BENCH_QUICK=1 (small sizes, for a smoke run),
+# BENCH_SCENARIOS="idle idle-one-node connect-storm typing-fanout typing-fanout-100
+# persisted-send presence-churn node-kill", BENCH_SYSTEMS="switchboard node", BENCH_STEP_SECS
+# (8; a ladder step), BENCH_QUICK=1 (small sizes, for a smoke run),
 # BENCH_SERVE_ONLY=1 (start both clusters and wait, for profiling with perf), BENCH_BIN=DIR
 # (prebuilt binaries instead of this checkout's release build: to compare two builds),
 # BENCH_WORKER_THREADS=N (tokio worker threads of every Switchboard process; default: tokio's,
@@ -22,7 +26,7 @@ cd "$SB_ROOT"
 OUT="${BENCH_OUT:-docs/benchmarks}"
 RAW="$OUT/raw"
 REPEATS="${BENCH_REPEATS:-2}"
-SCENARIOS="${BENCH_SCENARIOS:-idle idle-one-node connect-storm typing-fanout persisted-send presence-churn node-kill}"
+SCENARIOS="${BENCH_SCENARIOS:-idle idle-one-node connect-storm typing-fanout typing-fanout-100 persisted-send presence-churn node-kill}"
 SYSTEMS="${BENCH_SYSTEMS:-switchboard node}"
 QUICK="${BENCH_QUICK:-0}"
 ADMIN_TOKEN="bench-admin-token-0123456789abcdefgh"
@@ -81,7 +85,7 @@ wait_http() {
     die "$url did not answer 200"
 }
 
-declare -A URLS NODE_PIDS
+declare -A URLS NODE_PIDS SERVICE_PIDS
 SB_SERVICES_STARTED=0
 # start_switchboard: the gRPC services once, gateways gw-1 :3000 and gw-2 :3001 (again after a kill).
 start_switchboard() {
@@ -89,9 +93,11 @@ start_switchboard() {
         SWITCHBOARD_REDIS_PREFIX="bench:")
     if [[ -n "${BENCH_WORKER_THREADS:-}" ]]; then common+=(TOKIO_WORKER_THREADS="$BENCH_WORKER_THREADS"); fi
     if ((SB_SERVICES_STARTED == 0)); then
-        spawn membership "${common[@]}" SWITCHBOARD_LISTEN=127.0.0.1:50061 "$BIN/membership"
-        spawn messages "${common[@]}" SWITCHBOARD_LISTEN=127.0.0.1:50062 "$BIN/messages"
-        spawn presence "${common[@]}" SWITCHBOARD_LISTEN=127.0.0.1:50063 "$BIN/presence"
+        local service port=50061
+        for service in membership messages presence; do
+            spawn "$service" "${common[@]}" SWITCHBOARD_LISTEN="127.0.0.1:$((port++))" "$BIN/$service"
+            SERVICE_PIDS[$service]=$LAST_PID
+        done
         SB_SERVICES_STARTED=1
         sleep 1
     fi
@@ -144,18 +150,23 @@ restart_nodes() {
     "start_$system"
 }
 
-# Scenario sizes (BENCH_QUICK=1 shrinks them for a smoke run of the whole pipeline).
+# Scenario sizes (BENCH_QUICK=1 shrinks them for a smoke run of the whole pipeline). Typing and
+# sends use rooms of 10 on both systems; typing-fanout-100 is the larger-room fan-out. Typing
+# rates are events/s (× 9 or × 99 receivers = deliveries/s): 5,000 and 450 make ≈ 45,000/s.
 if ((QUICK)); then
-    IDLE=1000; ONE_NODE=2000; STORM=1000; FAN=(--clients 200 --room-size 20 --rates 50,200)
-    SEND=(--clients 200 --room-size 4 --rates 100,400); CHURN=(--clients 200 --room-size 10 --rates 10,20)
+    IDLE=1000; ONE_NODE=2000; STORM=1000; FAN=(--clients 200 --room-size 10 --rates 100,400)
+    FAN100=(--clients 400 --room-size 100 --rates 10,40)
+    SEND=(--clients 200 --room-size 10 --rates 100,400); CHURN=(--clients 200 --room-size 10 --rates 10,20)
     KILL=(--clients 1000 --room-size 10 --rate 100 --kill-after-secs 5 --after-kill-secs 8); STEP=4
 else
     IDLE=10000; ONE_NODE=19000; STORM=5000
-    FAN=(--clients 2000 --room-size 20 --rates 100,200,400,800,1200,1600,2400,3200,4800)
-    SEND=(--clients 1000 --room-size 4 --rates 250,500,1000,1500,2000,2500,3000,4000,5000,6000,8000)
+    FAN=(--clients 1000 --room-size 10 --rates 500,1000,2000,3000,4000,5000,6000,7000,8000,10000)
+    FAN100=(--clients 2000 --room-size 100 --rates 50,100,200,300,450,600,700,800,1000)
+    SEND=(--clients 1000 --room-size 10 --rates 250,500,1000,1500,2000,2500,3000,4000,5000,6000,8000)
     CHURN=(--clients 1000 --room-size 10 --rates 10,25,50,100,200,400,800)
     KILL=(--clients 10000 --room-size 10 --rate 200 --kill-after-secs 10 --after-kill-secs 20); STEP=8
 fi
+STEP="${BENCH_STEP_SECS:-$STEP}"
 
 # scenario_args SCENARIO -> the sb-load arguments beyond the cluster's.
 # Idle memory is read 25 s after the last connect: an allocator returns the memory freed after the
@@ -167,11 +178,24 @@ scenario_args() {
         idle-one-node) echo "--scenario idle --label idle-one-node --clients $ONE_NODE --room-size 10 --settle-secs 25" ;;
         connect-storm) echo "--scenario connect-storm --clients $STORM --room-size 10 --concurrency 1000" ;;
         typing-fanout) echo "--scenario typing-fanout ${FAN[*]} --step-secs $STEP" ;;
+        typing-fanout-100) echo "--scenario typing-fanout --label typing-fanout-100 ${FAN100[*]} --step-secs $STEP" ;;
         persisted-send) echo "--scenario persisted-send ${SEND[*]} --step-secs $STEP" ;;
         presence-churn) echo "--scenario presence-churn ${CHURN[*]} --step-secs $STEP" ;;
         node-kill) echo "--scenario node-kill ${KILL[*]}" ;;
         *) die "unknown scenario $1" ;;
     esac
+}
+
+# watch_args SYSTEM -> sb-load's --watch groups: the system's processes, Postgres, Redis.
+watch_args() {
+    if [[ "$1" == switchboard ]]; then
+        echo "--watch gateways=${NODE_PIDS[switchboard-1]}+${NODE_PIDS[switchboard-2]}"
+        local s
+        for s in membership messages presence; do echo "--watch $s=${SERVICE_PIDS[$s]}"; done
+    else
+        echo "--watch node=${NODE_PIDS[node-1]}+${NODE_PIDS[node-2]}"
+    fi
+    echo "--watch postgres=comm:postgres --watch redis=comm:redis-server"
 }
 
 # run_one SYSTEM SCENARIO REPEAT
@@ -187,7 +211,7 @@ run_one() {
     log "== $system / $scenario / repeat $repeat"
     # shellcheck disable=SC2046
     "$BIN/sb-load" --system "$system" --urls "$urls" --pids "$pids" --names "$names" \
-        --admin-token "$ADMIN_TOKEN" --out "$RAW" --repeat "$repeat" $(scenario_args "$scenario") \
+        --admin-token "$ADMIN_TOKEN" --out "$RAW" --repeat "$repeat" $(scenario_args "$scenario") $(watch_args "$system") \
         2>&1 | tee -a "$LOGS/sb-load.log"
     # Let sockets close and servers settle before the next system.
     sleep 3
@@ -203,10 +227,17 @@ if [[ -n "${BENCH_SERVE_ONLY:-}" ]]; then
     while sleep 3600; do :; done
 fi
 
+# This machine's Postgres runs with autovacuum off (CI settings), so nothing analyzes the tables
+# the scenarios fill: planned without statistics, both systems' membership queries scanned the
+# whole memberships table (Postgres used 12-13 s of CPU per 10 s typing step after the idle
+# scenario's disconnects). An ANALYZE every 10 s stands in for autovacuum's.
+(while sleep 10; do psql "$DB_URL" -qc ANALYZE >/dev/null 2>&1; done) &
+PIDS+=("$!")
+
 log "3/4 scenarios: $SCENARIOS × ($SYSTEMS), $REPEATS repeats where it pays"
 # Only the scenarios run now are replaced: a partial run (BENCH_SCENARIOS=...) keeps the others.
 for scenario in $SCENARIOS; do
-    for system in $SYSTEMS; do rm -f "$RAW/$system-$scenario-"[0-9]*.json; done
+    for system in $SYSTEMS; do find "$RAW" -regex ".*/$system-$scenario-[0-9]+\.json" -delete; done
 done
 for scenario in $SCENARIOS; do
     repeats="$REPEATS"

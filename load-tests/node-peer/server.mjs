@@ -2,7 +2,8 @@
 //
 // Written the way an ordinary, competent Node team would: one process per node, state in
 // Postgres (membership, messages) and Redis (presence, rate limits, cross-node fan-out through
-// @socket.io/redis-adapter). No caches, no clustering tricks: every membership check is a query.
+// @socket.io/redis-adapter). Membership is checked in Postgres at `room:join`; typing and sends
+// then check the socket's joined rooms in memory. No other caches, no clustering tricks.
 // Run two of these on the same Redis + Postgres to get a two-node cluster.
 
 import http from "node:http";
@@ -25,7 +26,8 @@ const PORT = int("PORT", 4000);
 const HOST = env.HOST || "127.0.0.1";
 const NODE_ID = env.NODE_ID || `node-${PORT}`;
 const DATABASE_URL = env.DATABASE_URL || "postgres://postgres@127.0.0.1:5432/test";
-const PG_POOL_SIZE = int("PG_POOL_SIZE", 10);
+// Two nodes × 15 = Switchboard's 30 (membership service 10, messages service 20).
+const PG_POOL_SIZE = int("PG_POOL_SIZE", 15);
 const REDIS_URL = env.REDIS_URL || "redis://127.0.0.1:6379";
 const REDIS_PREFIX = env.REDIS_PREFIX ?? "nodepeer:";
 const ADMIN_TOKEN = env.ADMIN_TOKEN || "dev-admin-token";
@@ -74,12 +76,14 @@ async function migrate() {
       CREATE INDEX IF NOT EXISTS chat_members_user_id_idx ON nodepeer.chat_members(user_id);
       CREATE TABLE IF NOT EXISTS nodepeer.messages (
         id bigserial PRIMARY KEY,
-        chat_id text NOT NULL,
+        chat_id text NOT NULL REFERENCES nodepeer.chats(id),
         sender_id text NOT NULL,
         client_id text NOT NULL,
         body text NOT NULL,
         created_at timestamptz NOT NULL DEFAULT now(),
         UNIQUE (sender_id, chat_id, client_id));
+      -- History pages by chat (Switchboard's messages_room_id).
+      CREATE INDEX IF NOT EXISTS messages_chat_id_idx ON nodepeer.messages(chat_id, id);
     `);
     await c.query("COMMIT");
   } catch (err) {
@@ -100,8 +104,9 @@ async function isMember(chatId, userId) {
 
 // ---------------------------------------------------------------- Redis
 
-// Sliding-window limiter. Redis TIME (not the node's clock) so both nodes share one clock;
-// the member is unique per message so two sends in the same millisecond both count.
+// Sliding-window limiter (the same script as Switchboard's). Redis TIME (not the node's clock)
+// so both nodes share one clock; the member is the send's (chat, clientId), so a retry of a
+// send already counted passes without spending budget.
 const rateScript = defineScript({
   NUMBER_OF_KEYS: 1,
   SCRIPT: `
@@ -109,6 +114,7 @@ const rateScript = defineScript({
     local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
     local window = tonumber(ARGV[1])
     redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+    if redis.call('ZSCORE', KEYS[1], ARGV[3]) then return 1 end
     if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
     redis.call('ZADD', KEYS[1], now, ARGV[3])
     redis.call('PEXPIRE', KEYS[1], window)
@@ -127,7 +133,6 @@ for (const [name, c] of [["redis", redis], ["redis-sub", redisSub]]) {
 
 const presenceKey = (userId) => `${REDIS_PREFIX}presence:${userId}`;
 const rateKey = (userId) => `${REDIS_PREFIX}rate:${userId}`;
-let rateSeq = 0;
 
 // ---------------------------------------------------------------- errors & validation
 
@@ -399,6 +404,10 @@ io.on("connection", (socket) => {
     offlinePending.add(done);
   });
 
+  // Joined at `room:join` after the Postgres check, so a joined room needs no query; a member
+  // may send or type without joining, so anything else is asked of Postgres.
+  const mayPost = (chatId) => socket.rooms.has(`chat:${chatId}`) || isMember(chatId, userId);
+
   on(socket, "room:join", async (payload) => {
     const chatId = str(object(payload), "chatId", MAX_ID_CHARS);
     if (!(await isMember(chatId, userId))) throw forbidden();
@@ -415,18 +424,10 @@ io.on("connection", (socket) => {
     const body = str(p, "body", MAX_BODY_CHARS);
     const clientId = str(p, "clientId", MAX_CLIENT_ID_CHARS);
     const sent = (serverId) => ({ ok: true, data: { clientId, serverId: String(serverId) } });
-    if (!(await isMember(chatId, userId))) throw forbidden();
+    if (!(await mayPost(chatId))) throw forbidden();
 
-    // A retry of an already stored message is acked as is: no broadcast, no rate budget spent.
-    const findExisting = () => pool.query(
-      "SELECT id FROM nodepeer.messages WHERE sender_id = $1 AND chat_id = $2 AND client_id = $3",
-      [userId, chatId, clientId],
-    );
-    const existing = await findExisting();
-    if (existing.rowCount > 0) return sent(existing.rows[0].id);
-
-    const member = `${NODE_ID}:${process.pid}:${++rateSeq}`;
-    if (!(await redis.rateLimit(rateKey(userId), RATE_WINDOW_MS, RATE_LIMIT, member))) {
+    const windowMember = `${chatId}\u001f${clientId}`; // a retry is already in the window
+    if (!(await redis.rateLimit(rateKey(userId), RATE_WINDOW_MS, RATE_LIMIT, windowMember))) {
       throw new AppError("RATE_LIMITED",
         `Maximum ${RATE_LIMIT} messages per ${Math.round(RATE_WINDOW_MS / 1000)} seconds`, 429);
     }
@@ -437,9 +438,12 @@ io.on("connection", (socket) => {
       [chatId, userId, clientId, body],
     );
     if (ins.rowCount === 0) {
-      // Lost a race with a concurrent send of the same clientId: that one broadcast it.
-      const again = await findExisting();
-      return sent(again.rows[0].id);
+      // A retry (or a concurrent duplicate) of a stored message: acked with its id, not broadcast.
+      const stored = await pool.query(
+        "SELECT id FROM nodepeer.messages WHERE sender_id = $1 AND chat_id = $2 AND client_id = $3",
+        [userId, chatId, clientId],
+      );
+      return sent(stored.rows[0].id);
     }
     const { id: msgId, created_at: createdAt } = ins.rows[0];
     io.to(`chat:${chatId}`).emit("message:new", {
@@ -455,7 +459,7 @@ io.on("connection", (socket) => {
     } catch {
       return; // fire-and-forget: invalid payloads are silently ignored
     }
-    if (!(await isMember(chatId, userId))) return;
+    if (!(await mayPost(chatId))) return;
     // To the chat room minus every socket of the typing user (as Switchboard does).
     io.to(`chat:${chatId}`).except(`user:${userId}`).emit("typing:update", { chatId, userId, state });
   };

@@ -14,10 +14,12 @@ Inputs (all in --raw):
     rustc, node, date}``; whatever keys exist are rendered.
 
 Outputs (in --out):
-  * ``results.md``   -- machine, headline table (switchboard vs node, ratio
-    oriented so that > 1 means Switchboard is better, targets), per-scenario
-    step tables and the list of plots.
-  * ``*.png``        -- typing-fanout-latency, typing-fanout-throughput,
+  * ``results.md``   -- machine, the fair comparison of issue #17 (figures,
+    ratios, CPU per delivery or send of every process group at one rate both
+    systems ran, steal), headline table (switchboard vs node, ratio oriented
+    so that > 1 means Switchboard is better, targets), per-scenario step tables
+    and the list of plots.
+  * ``*.png``        -- typing-fanout-latency, typing-fanout-100-latency, typing-fanout-throughput,
     persisted-send-latency, persisted-send-ack-latency, idle-memory, node-kill
     (a plot is skipped, and any stale copy removed, when its data is missing).
   * ``results.json`` -- ``{machine, runs: [all raw runs], headline: [rows]}``.
@@ -40,8 +42,10 @@ import matplotlib.ticker  # noqa: E402
 
 SYSTEMS = ["switchboard", "node"]
 COLORS = {"switchboard": "tab:blue", "node": "tab:orange"}
-SCENARIOS = ["idle", "connect-storm", "typing-fanout", "persisted-send", "presence-churn", "node-kill"]
-PLOTS = ["typing-fanout-latency.png", "typing-fanout-throughput.png", "persisted-send-latency.png",
+SCENARIOS = ["idle", "connect-storm", "typing-fanout", "typing-fanout-100", "persisted-send", "presence-churn",
+             "node-kill"]
+PLOTS = ["typing-fanout-latency.png", "typing-fanout-100-latency.png", "typing-fanout-throughput.png",
+         "persisted-send-latency.png",
          "persisted-send-ack-latency.png", "idle-memory.png", "node-kill.png"]
 DASH = "—"
 FIGSIZE, DPI = (900 / 110, 550 / 110), 110
@@ -80,6 +84,7 @@ FORMATS = {  # unit -> (value formatter, range-number formatter)
     "rate": (lambda v: f"{v:,.0f}/s", lambda v: f"{v:,.0f}"),
     "ms": (lambda v: f"{v:.1f} ms", lambda v: f"{v:.1f}"),
     "s": (lambda v: f"{v:.1f} s", lambda v: f"{v:.1f}"),
+    "us": (lambda v: f"{v:,.1f} µs", lambda v: f"{v:,.1f}"),
 }
 
 
@@ -150,6 +155,8 @@ METRICS = [  # (metric, scenario, summary path, unit, higher_is_better, target r
     ("Idle memory per connection", "idle", ("mem_per_conn_bytes",), "bytes", False, 4.0),
     ("Typing max delivered rate, p99 < 50 ms", "typing-fanout",
      ("max_delivered_rate_p99_under_50ms",), "rate", True, 4.0),
+    ("Typing, rooms of 100: max delivered rate, p99 < 50 ms", "typing-fanout-100",
+     ("max_delivered_rate_p99_under_50ms",), "rate", True, None),
     ("Persisted max acked rate, p99 < 50 ms", "persisted-send",
      ("max_acked_rate_p99_under_50ms",), "rate", True, 3.0),
     ("Node-kill: all clients back", "node-kill", ("all_back_s",), "s", False, None),
@@ -192,6 +199,116 @@ def headline(runs):
             "_status": status(conds) if target_text else "",
         })
     return rows
+
+
+# ---------------------------------------------------------------- fair comparison (issue #17)
+# The rate at which CPU is compared, per scenario, in deliveries/s (typing) or sends/s: the
+# issue's figures (45,000 deliveries/s, 1,000 sends/s), or the highest rate below it that both
+# systems' ladders reached.
+CPU_AT = {"typing-fanout": 45000.0, "typing-fanout-100": 45000.0, "persisted-send": 1000.0}
+PER = {"typing-fanout": "delivered", "typing-fanout-100": "delivered", "persisted-send": "acked"}
+GROUP_ORDER = ["gateways", "membership", "messages", "presence", "node", "postgres", "redis", "generator"]
+
+
+def cpu_rate(runs, scenario):
+    """The offered rate both systems' ladders reached, at most CPU_AT (None without data)."""
+    reached = [{num(s.get("offered_rate")) for s in steps_of(r) if get(s, "cpu_s")}
+               for system in SYSTEMS for r in select(runs, system, scenario)]
+    common = set.intersection(*reached) if reached else set()
+    common.discard(None)
+    if not common:
+        return None
+    below = [r for r in common if r <= CPU_AT[scenario] * 1.02]
+    return max(below) if below else min(common)
+
+
+def step_at(run, rate):
+    return next((s for s in steps_of(run) if num(s.get("offered_rate")) == rate), None)
+
+
+def cpu_split(runs, scenario, rate):
+    """{system: {group: stats of µs per delivery/send}}, groups incl. 'servers' (all but the
+    generator) and the step's steal and p99 beside them."""
+    out = {}
+    for system in SYSTEMS:
+        per = {}
+        for run in select(runs, system, scenario):
+            step = step_at(run, rate)
+            n = num(step.get(PER[scenario])) if step else None
+            cpu = get(step, "cpu_s") if step else None
+            if not n or not isinstance(cpu, dict):
+                continue
+            us = {g: v * 1e6 / n for g, v in cpu.items() if num(v) is not None}
+            us["servers"] = sum(v for g, v in us.items() if g != "generator")
+            us["steal %"] = num(step.get("steal_pct"))
+            key = "ack_latency_ms" if scenario == "persisted-send" else "latency_ms"
+            us["p99 ms"] = num(get(step, key, "p99"))
+            for g, v in us.items():
+                per.setdefault(g, []).append(v)
+        out[system] = {g: stats(v) for g, v in per.items()}
+    return out
+
+
+def best_any_latency(run):
+    """Highest acked rate of a persisted-send run at any latency, nothing lost."""
+    rates = [num(s.get("acked_rate")) for s in steps_of(run) if num(s.get("lost")) == 0]
+    return max((r for r in rates if r is not None), default=None)
+
+
+def fair_rows(runs):
+    """The issue's table: (figure, unit, higher_is_better, {system: stats})."""
+    def summary(scenario, *path):
+        return {s: stats(get(r, "summary", *path) for r in select(runs, s, scenario)) for s in SYSTEMS}
+
+    def cpu(scenario, group):
+        rate = cpu_rate(runs, scenario)
+        split = cpu_split(runs, scenario, rate) if rate else {}
+        return rate, {s: get(split, s, group) for s in SYSTEMS}
+
+    rows = [("idle memory per connection", "bytes", False, summary("idle", "mem_per_conn_bytes"))]
+    for scenario, label in [("typing-fanout", "typing, rooms of 10"), ("typing-fanout-100", "typing, rooms of 100")]:
+        rows.append((f"{label}: highest delivered/s with p99 < 50 ms", "rate", True,
+                     summary(scenario, "max_delivered_rate_p99_under_50ms")))
+        rate, st = cpu(scenario, "servers")
+        rows.append((f"{label}: server CPU per delivery at {fmt(rate)}/s (all processes but the generator)",
+                     "us", False, st))
+    rows.append(("persisted, rooms of 10: highest acked/s with ack p99 < 50 ms, 0 lost/dup", "rate", True,
+                 summary("persisted-send", "max_acked_rate_p99_under_50ms")))
+    rate, st = cpu("persisted-send", "servers")
+    rows.append((f"persisted: server CPU per send at {fmt(rate)}/s (all processes but the generator)",
+                 "us", False, st))
+    rows.append(("persisted: highest acked/s at any latency, nothing lost", "rate", True,
+                 {s: stats(best_any_latency(r) for r in select(runs, s, "persisted-send")) for s in SYSTEMS}))
+    return rows
+
+
+def fair_markdown(runs):
+    md = ["## Fair comparison (issue #17)", "",
+          "Rooms of 10 for typing and sends on both systems, and typing in rooms of 100. Ratio > 1: "
+          "Switchboard better (rates: switchboard ÷ node; memory, CPU: node ÷ switchboard).", ""]
+    rows = []
+    for figure, unit, higher, st in fair_rows(runs):
+        sb, nd = (get(st, s, "median") for s in SYSTEMS)
+        ratio = DASH
+        if sb and nd:
+            ratio = f"{(sb / nd if higher else nd / sb):.2f}×"
+        rows.append([figure, fmt_stats(st["switchboard"], unit), fmt_stats(st["node"], unit), ratio])
+    md += table(["figure", "switchboard", "node", "ratio"], rows)
+    for scenario in PER:
+        rate = cpu_rate(runs, scenario)
+        if rate is None:
+            continue
+        split = cpu_split(runs, scenario, rate)
+        unit = "send" if PER[scenario] == "acked" else "delivery"
+        groups = sorted({g for s in SYSTEMS for g in split[s]} - {"servers", "steal %", "p99 ms"},
+                        key=lambda g: (GROUP_ORDER.index(g) if g in GROUP_ORDER else 99, g))
+        md += ["", f"**{scenario}: µs of CPU per {unit} at {fmt(rate)}/s offered**", ""]
+        body = [[g] + [fmt_stats(split[s].get(g), "us") for s in SYSTEMS] for g in groups]
+        body += [["**servers (all but the generator)**"] + [fmt_stats(split[s].get("servers"), "us") for s in SYSTEMS],
+                 ["p99 at this step"] + [fmt_stats(split[s].get("p99 ms"), "ms") for s in SYSTEMS],
+                 ["steal over the step"] + [fmt(get(split[s], "steal %", "median"), ".2f") + " %" for s in SYSTEMS]]
+        md += table(["process", "switchboard", "node"], body)
+    return md + [""]
 
 
 # ---------------------------------------------------------------- plots
@@ -286,6 +403,8 @@ def make_plots(runs, rows, out_dir):
     written = []
     latency_plot(runs, "typing-fanout", "latency_ms", "typing-fanout-latency.png",
                  "typing-fanout: delivery latency vs offered rate", out_dir, written)
+    latency_plot(runs, "typing-fanout-100", "latency_ms", "typing-fanout-100-latency.png",
+                 "typing-fanout, rooms of 100: delivery latency vs offered rate", out_dir, written)
     throughput_plot(runs, out_dir, written)
     latency_plot(runs, "persisted-send", "latency_ms", "persisted-send-latency.png",
                  "persisted-send: delivery latency vs offered rate", out_dir, written)
@@ -314,7 +433,7 @@ def compact(obj):
 
 
 STEP_HEADER = ["offered/s", "delivered/s", "acked/s", "p50 ms", "p99 ms", "max ms", "ack p99 ms",
-               "lost", "dups", "errors", "server CPU s", "gen CPU s", "steal %"]
+               "lost", "dups", "errors", "server CPU s", "gen CPU s", "steal %", "CPU s by process"]
 
 
 def step_row(s):
@@ -322,7 +441,8 @@ def step_row(s):
             fmt(get(s, "latency_ms", "p50"), ".1f"), fmt(get(s, "latency_ms", "p99"), ".1f"),
             fmt(get(s, "latency_ms", "max"), ".1f"), fmt(get(s, "ack_latency_ms", "p99"), ".1f"),
             fmt(s.get("lost")), fmt(s.get("duplicates")), fmt(s.get("errors")),
-            fmt(s.get("server_cpu_s"), ".1f"), fmt(s.get("generator_cpu_s"), ".1f"), fmt(s.get("steal_pct"), ".1f")]
+            fmt(s.get("server_cpu_s"), ".1f"), fmt(s.get("generator_cpu_s"), ".1f"), fmt(s.get("steal_pct"), ".1f"),
+            ", ".join(f"{g} {fmt(v, '.2f')}" for g, v in sorted((get(s, "cpu_s") or {}).items())) or DASH]
 
 
 def run_section(run):
@@ -346,16 +466,24 @@ def run_section(run):
     return lines + [""]
 
 
+def measured(runs, scenario):
+    """The days a scenario's runs were made (a partial run keeps older scenarios' files)."""
+    days = sorted({str(r.get("started_at", ""))[:10] for r in runs if r["scenario"] == scenario})
+    return ", ".join(d for d in days if d) or DASH
+
+
 def markdown(machine, runs, rows, plots):
     md = ["# Switchboard vs Node.js socket.io — benchmark results", "", "## Machine", ""]
     md += [f"- **{k}**: {v}" for k, v in machine.items()] or [f"{DASH} (no machine.json)"]
-    md += ["", "## Headline", ""]
-    md += table(["metric", "switchboard", "node", "ratio (better is ×)", "target"], [
+    md += [""] + fair_markdown(runs) + ["## Headline", ""]
+    md += table(["metric", "switchboard", "node", "ratio (better is ×)", "target", "measured"], [
         [r["metric"], fmt_stats(r["switchboard"], r["unit"]), fmt_stats(r["node"], r["unit"]),
          DASH if r["ratio"] is None else f"{r['ratio']:.2f}×",
-         f"{r['target']} {r['_status']}" if r["target"] else DASH] for r in rows])
+         f"{r['target']} {r['_status']}" if r["target"] else DASH, measured(runs, r["scenario"])] for r in rows])
     md += ["", "Ratio > 1 means Switchboard is better (memory, time, latency: node ÷ switchboard; "
-           "rates: switchboard ÷ node). Cells show the median over repeats with (min–max, n) when n > 1.", ""]
+           "rates: switchboard ÷ node). Cells show the median over repeats with (min–max, n) when n > 1. "
+           "In the step tables, *server CPU s* is the processes clients connect to (Switchboard's gateways, "
+           "the Node peer's nodes); *CPU s by process* has every process group.", ""]
     extra = sorted({r["scenario"] for r in runs} - set(SCENARIOS))
     for scenario in SCENARIOS + extra:
         md += [f"## {scenario}", ""]

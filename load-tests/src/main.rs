@@ -15,7 +15,7 @@ use std::sync::Arc;
 use clap::{Parser, ValueEnum};
 
 use scenarios::{Cluster, Knobs};
-use stats::{CpuMeter, Generator, RunRecord, ServerRecord, rss_kb};
+use stats::{CpuMeter, Generator, RunRecord, ServerRecord, Watch, rss_kb};
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
 enum Scenario {
@@ -44,6 +44,11 @@ struct Args {
     /// Names of those processes (default: node-1, node-2, ...).
     #[arg(long, value_delimiter = ',')]
     names: Vec<String>,
+    /// A process group whose CPU every ladder step writes down, per delivery or send in the
+    /// report: NAME=PID+PID or NAME=comm:COMMAND (every process of that name, e.g. postgres).
+    /// Repeatable.
+    #[arg(long)]
+    watch: Vec<Watch>,
     #[arg(long, env = "SB_ADMIN_TOKEN", default_value = "dev-admin-token")]
     admin_token: String,
     /// Directory the run's JSON goes to.
@@ -119,6 +124,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         urls: urls.clone(),
         pids: args.pids.clone(),
         names,
+        watch: args.watch.clone(),
         admin: provision::Admin::new(urls, args.admin_token.clone()),
         run: run_id,
     };
@@ -140,7 +146,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cluster.system, knobs, cluster.urls
     ));
     let rss_before: Vec<Option<u64>> = cluster.pids.iter().map(|p| rss_kb(*p)).collect();
-    let meter = CpuMeter::start(&cluster.pids);
+    let meter = CpuMeter::start(&cluster.pids, &[]);
     let outcome = match args.scenario {
         Scenario::Idle => scenarios::idle::run(&cluster, &knobs).await?,
         Scenario::ConnectStorm => scenarios::connect_storm::run(&cluster, &knobs).await?,

@@ -1,6 +1,8 @@
-//! Measurements: HDR latency histograms, CPU (our own, the servers', the hypervisor's steal)
-//! read from /proc, server RSS, and the JSON record one scenario run writes.
+//! Measurements: HDR latency histograms, CPU (our own, the servers', every watched process
+//! group's, the hypervisor's steal) read from /proc, server RSS, and the JSON record one
+//! scenario run writes.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
@@ -110,6 +112,70 @@ pub fn process_cpu_s(pid: &str) -> f64 {
     (t(11) + t(12)) as f64 / TICKS
 }
 
+/// A group of processes whose CPU every ladder step writes down (`--watch NAME=SPEC`). SPEC is
+/// `PID+PID+…`, or `comm:NAME` for every process whose command name is NAME (all of Postgres's
+/// backends: `comm:postgres`), counted with the CPU of the children they have reaped, so a
+/// backend that exits during a step still counts (its time moves to the postmaster's).
+#[derive(Clone, Debug)]
+pub struct Watch {
+    pub name: String,
+    pids: Vec<u32>,
+    comm: Option<String>,
+}
+
+impl std::str::FromStr for Watch {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, spec) = s
+            .split_once('=')
+            .ok_or("expected NAME=PID+PID or NAME=comm:NAME")?;
+        let (pids, comm) = match spec.strip_prefix("comm:") {
+            Some(comm) => (vec![], Some(comm.to_string())),
+            None => {
+                let pids = spec.split('+').map(str::parse).collect::<Result<_, _>>();
+                (pids.map_err(|e| format!("{spec}: {e}"))?, None)
+            }
+        };
+        Ok(Self {
+            name: name.to_string(),
+            pids,
+            comm,
+        })
+    }
+}
+
+impl Watch {
+    /// CPU seconds the group has used so far.
+    pub fn cpu_s(&self) -> f64 {
+        let Some(comm) = &self.comm else {
+            return self
+                .pids
+                .iter()
+                .map(|p| process_cpu_s(&p.to_string()))
+                .sum();
+        };
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return 0.0;
+        };
+        let mut ticks = 0;
+        for entry in dir.flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // "pid (comm) state ppid …": utime, stime, cutime, cstime are fields 14-17.
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            if stat[open + 1..close] == *comm {
+                let fields = stat[close + 1..].split_whitespace().skip(11).take(4);
+                ticks += fields.filter_map(|v| v.parse::<u64>().ok()).sum::<u64>();
+            }
+        }
+        ticks as f64 / TICKS
+    }
+}
+
 /// Resident set size of a process, in KiB (None once it is gone).
 pub fn rss_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -149,6 +215,9 @@ pub struct Step {
     pub steal_pct: f64,
     pub server_cpu_s: f64,
     pub generator_cpu_s: f64,
+    /// CPU seconds of every watched group over the step (and the generator's, as `generator`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub cpu_s: BTreeMap<String, f64>,
 }
 
 #[derive(Serialize)]
@@ -177,14 +246,16 @@ pub struct RunRecord {
 pub struct CpuMeter {
     machine: MachineCpu,
     servers: Vec<(u32, f64)>,
+    watched: Vec<(Watch, f64)>,
     generator: f64,
     started: std::time::Instant,
 }
 
 impl CpuMeter {
-    pub fn start(pids: &[u32]) -> Self {
+    pub fn start(pids: &[u32], watch: &[Watch]) -> Self {
         Self {
             machine: MachineCpu::now(),
+            watched: watch.iter().map(|w| (w.clone(), w.cpu_s())).collect(),
             servers: pids
                 .iter()
                 .map(|p| (*p, process_cpu_s(&p.to_string())))
@@ -214,12 +285,21 @@ impl CpuMeter {
         process_cpu_s("self") - self.generator
     }
 
-    /// `step` with this interval's steal, server CPU and generator CPU filled in.
+    /// `step` with this interval's steal, server CPU, generator CPU and watched groups' CPU.
     pub fn measured(&self, step: Step) -> Step {
+        let mut cpu_s: BTreeMap<String, f64> = self
+            .watched
+            .iter()
+            .map(|(w, before)| (w.name.clone(), (w.cpu_s() - before).max(0.0)))
+            .collect();
+        if !cpu_s.is_empty() {
+            cpu_s.insert("generator".into(), self.generator_cpu_s());
+        }
         Step {
             steal_pct: self.steal_pct(),
             server_cpu_s: self.server_cpu_s(),
             generator_cpu_s: self.generator_cpu_s(),
+            cpu_s,
             ..step
         }
     }

@@ -27,6 +27,8 @@ pub struct Cluster {
     /// Server processes, in the order of `urls` (node i serves urls[i]).
     pub pids: Vec<u32>,
     pub names: Vec<String>,
+    /// Process groups whose CPU each ladder step writes down (gateways, services, Postgres, …).
+    pub watch: Vec<crate::stats::Watch>,
     pub admin: Admin,
     /// A prefix unique to this run, so runs never share users or chats.
     pub run: String,

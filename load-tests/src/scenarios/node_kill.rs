@@ -125,7 +125,7 @@ pub async fn run(cluster: &Cluster, k: &Knobs) -> anyhow::Result<Outcome> {
         k.clients, cluster.names[0], k.rate, k.kill_after_secs
     ));
 
-    let meter = CpuMeter::start(&cluster.pids);
+    let meter = CpuMeter::start(&cluster.pids, &cluster.watch);
     let total = Duration::from_secs(k.kill_after_secs + k.after_kill_secs);
     let kill_at = Duration::from_secs(k.kill_after_secs);
     let started = Instant::now();

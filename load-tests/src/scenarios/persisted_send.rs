@@ -210,7 +210,7 @@ pub async fn run(cluster: &Cluster, k: &Knobs) -> anyhow::Result<Outcome> {
 
     let mut steps = Vec::new();
     for (n, &rate) in k.rates.iter().enumerate() {
-        let meter = CpuMeter::start(&cluster.pids);
+        let meter = CpuMeter::start(&cluster.pids, &cluster.watch);
         tracker.tracks.lock().unwrap().clear();
         for c in [
             &tracker.delivered,

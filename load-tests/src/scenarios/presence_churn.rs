@@ -48,7 +48,7 @@ pub async fn run(cluster: &Cluster, k: &Knobs) -> anyhow::Result<Outcome> {
 
     let mut steps = Vec::new();
     for &rate in &k.rates {
-        let meter = CpuMeter::start(&cluster.pids);
+        let meter = CpuMeter::start(&cluster.pids, &cluster.watch);
         churn.updates.store(0, Ordering::Relaxed);
         churn.cycles.store(0, Ordering::Relaxed);
         churn.failures.store(0, Ordering::Relaxed);

@@ -89,7 +89,7 @@ pub async fn run(cluster: &Cluster, k: &Knobs) -> anyhow::Result<Outcome> {
 
     let mut steps = Vec::new();
     for &rate in &k.rates {
-        let meter = CpuMeter::start(&cluster.pids);
+        let meter = CpuMeter::start(&cluster.pids, &cluster.watch);
         state.delivered.store(0, Ordering::Relaxed);
         state.out_of_order.store(0, Ordering::Relaxed);
         let mut expected = 0u64;
