@@ -425,6 +425,10 @@ impl Core {
     /// [`Fanout::deliver_stored`]). Answers false when it could not be published (Redis away).
     pub async fn deliver_stored(&self, event: CoreEvent<'_>, outbox_id: i64) -> bool {
         let kind = event.room_kind();
+        let created_at_ms = match &event {
+            CoreEvent::Message { message, .. } => message.created_at_ms,
+            _ => 0,
+        };
         let mut emissions = Vec::new();
         for m in &self.mounts {
             if kind.is_some_and(|k| !m.dialect.room_kinds().contains(&k)) {
@@ -433,7 +437,7 @@ impl Core {
             emissions.extend(m.dialect.render(self, &m.namespace, &event).await);
         }
         self.fanout
-            .deliver_stored(&self.redis, outbox_id, emissions)
+            .deliver_stored(&self.redis, outbox_id, created_at_ms, emissions)
             .await
     }
 

@@ -65,7 +65,19 @@ pub struct LoggedEmission {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoggedEvent {
     pub outbox_id: i64,
+    /// When its message was created (ms): with the outbox id, names the event even when outbox
+    /// ids start again (a database restored from a backup, a test database recreated while
+    /// Redis keeps its keys).
+    #[serde(default)]
+    pub created_at_ms: i64,
     pub emissions: Vec<LoggedEmission>,
+}
+
+impl LoggedEvent {
+    /// What names this event across appends and nodes.
+    pub fn key(&self) -> (i64, i64) {
+        (self.outbox_id, self.created_at_ms)
+    }
 }
 
 /// Appends unless this outbox id is logged already; answers the entry's id either way.
@@ -111,7 +123,10 @@ impl DeliveryLog {
                 redis,
                 vec![
                     self.key.clone(),
-                    format!("{}{}", self.logged_prefix, event.outbox_id),
+                    format!(
+                        "{}{}:{}",
+                        self.logged_prefix, event.outbox_id, event.created_at_ms
+                    ),
                 ],
                 vec![
                     self.max_entries.to_string(),

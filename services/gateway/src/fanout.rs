@@ -90,19 +90,19 @@ pub struct Fanout {
 
 /// How many delivered outbox ids a node remembers: far more than arrive between a send and
 /// its redelivery by the sweeper (`SWITCHBOARD_OUTBOX_REDELIVER_AFTER_MS`, 3 s) at the highest
-/// send rate measured (≈ 8,000/s), at 8 bytes each (plus the set's overhead, ≈ 4 MB).
+/// send rate measured (≈ 8,000/s), at 16 bytes each (plus the set's overhead, ≈ 8 MB).
 const REMEMBERED_DELIVERIES: usize = 262_144;
 
 /// A bounded set of outbox ids, forgetting the oldest first.
 #[derive(Default)]
 struct DeliveredIds {
-    ids: HashSet<i64>,
-    order: VecDeque<i64>,
+    ids: HashSet<(i64, i64)>,
+    order: VecDeque<(i64, i64)>,
 }
 
 impl DeliveredIds {
     /// Records `id`; answers whether it is new.
-    fn first_time(&mut self, id: i64) -> bool {
+    fn first_time(&mut self, id: (i64, i64)) -> bool {
         if !self.ids.insert(id) {
             return false;
         }
@@ -153,10 +153,12 @@ impl Fanout {
         &self,
         redis: &fred::prelude::Client,
         outbox_id: i64,
+        created_at_ms: i64,
         emissions: Vec<Emission>,
     ) -> bool {
         let event = LoggedEvent {
             outbox_id,
+            created_at_ms,
             emissions: emissions
                 .into_iter()
                 .map(|e| LoggedEmission {
@@ -187,7 +189,7 @@ impl Fanout {
             .delivered
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .first_time(event.outbox_id);
+            .first_time(event.key());
         if !first {
             self.metrics.duplicates_suppressed.inc();
             return;
