@@ -321,6 +321,8 @@ async fn deliver(gw: &Gateway, event: PresenceEvent) {
             status,
             at_ms,
         } => {
+            // The socket whose handshake announced the user must be able to receive it.
+            gw.handshakes.settled(&namespace, &user_id).await;
             // A burst of transitions (mass disconnects) must not flood the services with the
             // lookups dialects make to render them (contacts, members, presence).
             let Ok(_in_flight) = gw.background_calls.acquire().await else {

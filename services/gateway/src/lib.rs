@@ -16,6 +16,7 @@ pub(crate) mod dialect;
 pub(crate) mod events;
 pub(crate) mod fanout;
 pub(crate) mod files;
+pub(crate) mod handshakes;
 pub(crate) mod head;
 pub(crate) mod http;
 pub(crate) mod metrics;
@@ -84,6 +85,8 @@ pub struct Gateway {
     /// Sockets whose session was recovered at the handshake, with what they are replayed (taken
     /// by the connect handler).
     replays: Mutex<HashMap<String, Replay>>,
+    /// Handshakes that recorded presence and whose socket is not yet in its namespace.
+    pub(crate) handshakes: handshakes::Handshakes,
     /// Limits the gRPC calls made in bulk behind the clients' backs (see
     /// [`BACKGROUND_CALLS_IN_FLIGHT`]).
     pub background_calls: tokio::sync::Semaphore,
@@ -205,6 +208,9 @@ impl Gateway {
             max_user_sockets: self.config.max_sockets_per_user,
         };
         let clients = &self.core.clients;
+        // Ended by the connect handler, once the socket is in its namespace.
+        self.handshakes
+            .begin(namespace, &identity.user_id, s.id.as_str());
         match clients
             .call(
                 "presence",
@@ -215,6 +221,8 @@ impl Gateway {
         {
             Ok(_) => {}
             Err(e) if e.code == ErrorCode::RateLimited => {
+                self.handshakes
+                    .end(namespace, &identity.user_id, s.id.as_str());
                 s.leave_all();
                 return Err(AuthFailure::TooManyConnections);
             }
@@ -443,10 +451,11 @@ async fn mount_dialect(
                 .lock()
                 .expect("socket registry")
                 .get(&s.id.to_string())
-                .map(|e| e.user_id.clone());
-            let Some(user) = user else {
+                .map(|e| (e.namespace.clone(), e.user_id.clone()));
+            let Some((namespace, user)) = user else {
                 return;
             };
+            gw.handshakes.end(&namespace, &user, s.id.as_str());
             let replay = gw
                 .replays
                 .lock()
@@ -551,6 +560,7 @@ pub async fn run(
         refused: Mutex::new(HashMap::new()),
         recovery,
         replays: Mutex::new(HashMap::new()),
+        handshakes: handshakes::Handshakes::default(),
         background_calls: tokio::sync::Semaphore::new(BACKGROUND_CALLS_IN_FLIGHT),
     });
     for m in mounts {
