@@ -2,10 +2,11 @@
 //! cursors, typing and the rate limit, as commands over the services' gRPC APIs. Business rules
 //! live here (or in the services); dialects only parse and render.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use fred::{interfaces::PubsubInterface, prelude::Client, types::scripts::Script};
 use switchboard_common::{DomainError, ErrorCode, RoomKey};
+use switchboard_presence::{domain::TypingChange, typing::TypingBoard};
 use switchboard_proto::{common as pc, membership as pm, messages as pmsg, presence as pp};
 
 use crate::{
@@ -363,6 +364,7 @@ pub struct Core {
     config: Arc<Config>,
     confirmations: tokio::sync::mpsc::Sender<i64>,
     sends: SendForwarder,
+    typing: TypingBoard,
     pub authz: AuthzCache,
 }
 
@@ -383,6 +385,7 @@ impl Core {
             clients,
             fanout,
             mounts,
+            typing: TypingBoard::new(redis.clone(), &config.redis_prefix),
             redis,
             rate_script: Script::from_lua(RATE_LUA),
             authz: AuthzCache::new(config.authz_cache_ttl),
@@ -909,34 +912,20 @@ impl Core {
 
     /// Starts or stops typing and, when that changed anything (a repeated start does not),
     /// broadcasts it. A user who may not type there is FORBIDDEN, a room that does not exist
-    /// NOT_FOUND (contracts that hide existence render both alike). `ttl_ms`: how long a start
-    /// lasts without another (0: the presence service's default).
+    /// NOT_FOUND (contracts that hide existence render both alike). `ttl`: how long a start
+    /// lasts without another. The typing board is written here, in-process (one Redis command);
+    /// the presence service publishes the automatic stops.
     pub async fn typing(
         &self,
         namespace: &str,
         user_id: &str,
         room: &RoomKey,
         typing: bool,
-        ttl_ms: i64,
+        ttl: Duration,
     ) -> Result<(), DomainError> {
         self.check(user_id, room, Action::Typing).await?;
-        let req = pp::TypingRequest {
-            namespace: namespace.to_string(),
-            room_kind: room.kind.clone(),
-            room_id: room.id.clone(),
-            user_id: user_id.to_string(),
-            typing,
-            ttl_ms,
-        };
-        let r = self
-            .clients
-            .call(
-                "presence",
-                "Typing",
-                self.clients.presence.clone().typing(req),
-            )
-            .await?;
-        if r.changed {
+        let change = TypingChange::new(namespace, &room.kind, &room.id, user_id, typing)?;
+        if self.typing.set(&change, ttl.as_millis() as u64).await? {
             let event = CoreEvent::Typing {
                 room,
                 user_id,

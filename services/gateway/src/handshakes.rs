@@ -17,10 +17,13 @@ use tokio::{sync::Notify, time::Instant};
 /// and a late presence update beats none.
 const LONGEST_HANDSHAKE: Duration = Duration::from_secs(2);
 
-/// The handshakes in flight on this node, by namespace and user.
+/// A namespace and a user.
+type UserKey = (String, String);
+
+/// The handshakes in flight on this node, by namespace and user: socket id, start.
 #[derive(Default)]
 pub(crate) struct Handshakes {
-    in_flight: Mutex<HashMap<(String, String), Vec<(String, Instant)>>>,
+    in_flight: Mutex<HashMap<UserKey, Vec<(String, Instant)>>>,
     finished: Notify,
 }
 

@@ -201,6 +201,27 @@ impl TryFrom<pb::GetPresenceRequest> for PresenceQuery {
     }
 }
 
+impl TypingChange {
+    /// A start or stop, validated as the `Typing` call validates it (`ttl_ms` left to the
+    /// writer).
+    pub fn new(
+        namespace: &str,
+        room_kind: &str,
+        room_id: &str,
+        user_id: &str,
+        typing: bool,
+    ) -> Result<TypingChange, DomainError> {
+        Ok(TypingChange {
+            namespace: id("namespace", namespace.to_string())?,
+            room_kind: id("room_kind", room_kind.to_string())?,
+            room_id: id("room_id", room_id.to_string())?,
+            user_id: id("user_id", user_id.to_string())?,
+            typing,
+            ttl_ms: None,
+        })
+    }
+}
+
 impl TryFrom<pb::TypingRequest> for TypingChange {
     type Error = DomainError;
     fn try_from(r: pb::TypingRequest) -> Result<Self, Self::Error> {

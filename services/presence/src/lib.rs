@@ -37,6 +37,7 @@ pub mod domain;
 mod grpc;
 pub mod scripts;
 mod store;
+pub mod typing;
 
 use std::{future::Future, sync::Arc};
 

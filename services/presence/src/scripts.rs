@@ -15,7 +15,8 @@
 //!   Persistent while online (losing it would swallow the offline event), kept
 //!   [`LAST_RETENTION_MS`] once offline (it only serves `last_seen_ms` then);
 //! - `P presence:pending` ZSET `ns SEP uid` → due ms: throttled transitions;
-//! - `P typing:deadlines` ZSET `ns SEP kind SEP id SEP uid` → deadline ms;
+//! - `P typing:deadlines` ZSET `ns SEP kind SEP id SEP uid` → deadline ms (written by
+//!   [`crate::typing::TypingBoard`], popped by [`SWEEP_TYPING`]);
 //! - channel `P presence:events`: JSON events (see the crate docs).
 
 /// How long the last-broadcast record of an offline user is kept (7 days).
@@ -210,16 +211,6 @@ for i = 3, #ARGV do
   table.insert(out, user)
 end
 return cjson.encode(out)
-"#;
-
-/// ARGV: prefix, ns, kind, id, uid, typing (1|0), ttl. Returns 1 when something changed: a
-/// start that was not running, a stop of a running one.
-pub const TYPING: &str = r#"
-local member = ARGV[2] .. SEP .. ARGV[3] .. SEP .. ARGV[4] .. SEP .. ARGV[5]
-if ARGV[6] == '1' then
-  return redis.call('ZADD', TYPING, fmt(now_ms() + tonumber(ARGV[7])), member)
-end
-return redis.call('ZREM', TYPING, member)
 "#;
 
 /// ARGV: prefix, throttle, retention, limit. Pops expired sockets, removes them, runs the

@@ -19,6 +19,7 @@ use crate::{
         NewSocket, PresenceQuery, Refresh, SocketInfo, SocketKey, TypingChange, UserPresence,
     },
     scripts,
+    typing::TypingBoard,
 };
 
 /// Every command fails after this long instead of waiting for a reconnection.
@@ -52,7 +53,7 @@ pub struct Store {
     remove: Script,
     refresh: Script,
     get: Script,
-    typing: Script,
+    typing: TypingBoard,
     sweep_expired: Script,
     sweep_pending: Script,
     sweep_typing: Script,
@@ -98,7 +99,7 @@ impl Store {
             remove: load(scripts::REMOVE_SOCKET).await?,
             refresh: load(scripts::REFRESH).await?,
             get: load(scripts::GET_PRESENCE).await?,
-            typing: load(scripts::TYPING).await?,
+            typing: TypingBoard::new(client.clone(), &config.redis_prefix),
             sweep_expired: load(scripts::SWEEP_EXPIRED).await?,
             sweep_pending: load(scripts::SWEEP_PENDING).await?,
             sweep_typing: load(scripts::SWEEP_TYPING).await?,
@@ -207,16 +208,7 @@ impl Store {
     /// Starts or stops typing; `true` when something changed.
     pub async fn typing(&self, t: TypingChange) -> Result<bool, DomainError> {
         let ttl = t.ttl_ms.unwrap_or(self.typing_ttl_ms);
-        let args = vec![
-            t.namespace,
-            t.room_kind,
-            t.room_id,
-            t.user_id,
-            if t.typing { "1" } else { "0" }.to_string(),
-            ttl.to_string(),
-        ];
-        let changed: i64 = self.run(&self.typing, args).await.map_err(redis_error)?;
-        Ok(changed == 1)
+        self.typing.set(&t, ttl).await
     }
 
     /// One sweep tick: expired sockets, due throttled transitions, passed typing deadlines.
@@ -303,17 +295,14 @@ mod tests {
             ..Config::default()
         };
         let mut store = Store::connect(&config).await.unwrap();
-        store.typing.sha = "0000000000000000000000000000000000000000".to_string();
-        let change = |typing| TypingChange {
+        store.get.sha = "0000000000000000000000000000000000000000".to_string();
+        let query = PresenceQuery {
             namespace: "/".into(),
-            room_kind: "channel".into(),
-            room_id: "r".into(),
-            user_id: "u".into(),
-            typing,
-            ttl_ms: Some(60_000),
+            user_ids: vec!["u".into()],
         };
-        assert!(store.typing(change(true)).await.unwrap());
-        assert!(store.typing(change(false)).await.unwrap());
+        let presence = store.get_presence(query).await.unwrap();
+        assert_eq!(presence.len(), 1);
+        assert!(!presence[0].online);
         store.quit().await;
     }
 }

@@ -307,11 +307,10 @@ async fn typing(
     settings: Arc<Settings>,
 ) -> Result<Reply, DomainError> {
     let room = chat_key(&v)?;
-    let ttl = settings.typing_ttl.as_millis() as i64;
     // Fire-and-forget: refusals and failures are silent for the client, as the contract asks.
     if let Err(e) = cx
         .core()
-        .typing(&cx.namespace, &cx.user, &room, start, ttl)
+        .typing(&cx.namespace, &cx.user, &room, start, settings.typing_ttl)
         .await
     {
         tracing::debug!(error = %e, "typing not delivered");

@@ -4,7 +4,7 @@
 //! to the channel without the sending socket, the server's online members, member join/leave
 //! announcements, and errors as `error:permission`, `error:not_found`, `error:validation`.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use serde_json::{Value, json};
 use switchboard_common::{DomainError, ErrorCode, RoomKey, time_fmt};
@@ -22,6 +22,8 @@ use crate::{
 const SERVER: &str = "server";
 const CHANNEL: &str = "channel";
 const MAX_CONTENT_CHARS: usize = 4_000;
+/// A typing start lasts this long without another (the contract: 3 s after the last start).
+const TYPING_TTL: Duration = Duration::from_secs(3);
 
 pub(super) fn build() -> anyhow::Result<Arc<dyn Dialect>> {
     // The document has no limit of its own and asks for one ("consider rate limiting").
@@ -271,7 +273,7 @@ async fn channel_join(cx: EventCx, v: Value) -> Result<Reply, DomainError> {
 async fn typing(cx: EventCx, v: Value, start: bool) -> Result<Reply, DomainError> {
     let channel = room(&v, "channelId", CHANNEL)?;
     cx.core()
-        .typing(&cx.namespace, &cx.user, &channel, start, 0)
+        .typing(&cx.namespace, &cx.user, &channel, start, TYPING_TTL)
         .await?;
     Ok(Reply::ack(json!({ "ok": true })))
 }

@@ -511,13 +511,7 @@ async fn message_read(cx: EventCx, v: Value) -> Result<Reply, DomainError> {
 async fn typing(cx: EventCx, v: Value, start: bool) -> Result<Reply, DomainError> {
     let room = room_of(object(&v)?, "roomType", "roomId")?;
     cx.core()
-        .typing(
-            &cx.namespace,
-            &cx.user,
-            &room,
-            start,
-            TYPING_TTL.as_millis() as i64,
-        )
+        .typing(&cx.namespace, &cx.user, &room, start, TYPING_TTL)
         .await
         .map_err(|e| {
             // A room that does not exist is not revealed.
