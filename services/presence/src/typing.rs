@@ -97,3 +97,64 @@ fn local_now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn board() -> (TypingBoard, Client, String) {
+        let url = std::env::var("SWITCHBOARD_TEST_REDIS_URL")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "redis://127.0.0.1:6379".to_string());
+        let client = Client::new(
+            fred::types::config::Config::from_url(&url).unwrap(),
+            None,
+            None,
+            None,
+        );
+        client.init().await.unwrap();
+        let prefix = format!("test:typing-board:{}:", uuid::Uuid::new_v4());
+        (TypingBoard::new(client.clone(), &prefix), client, prefix)
+    }
+
+    /// Changed flags as the contracts need them, and a deadline in Redis's clock, in ms.
+    #[tokio::test]
+    async fn starts_and_stops_report_changes_and_deadlines_follow_redis_time() {
+        let (board, client, prefix) = board().await;
+        let change = |typing| TypingChange::new("/", "chat", "c1", "u1", typing).unwrap();
+        assert!(
+            board.set(&change(true), 60_000).await.unwrap(),
+            "a new start"
+        );
+        assert!(
+            !board.set(&change(true), 60_000).await.unwrap(),
+            "a repeated start"
+        );
+
+        let key = format!("{prefix}typing:deadlines");
+        let deadline: f64 = client.zscore(&key, "/\x1fchat\x1fc1\x1fu1").await.unwrap();
+        let (secs, micros): (i64, i64) = client
+            .custom(
+                CustomCommand::new_static("TIME", None, false),
+                Vec::<String>::new(),
+            )
+            .await
+            .unwrap();
+        let redis_now = secs * 1000 + micros / 1000;
+        let ahead = deadline as i64 - redis_now;
+        assert!(
+            (55_000..=60_000).contains(&ahead),
+            "the deadline is {ahead} ms ahead of Redis's clock"
+        );
+
+        assert!(board.set(&change(false), 60_000).await.unwrap(), "a stop");
+        assert!(
+            !board.set(&change(false), 60_000).await.unwrap(),
+            "a repeated stop"
+        );
+        let left: i64 = client.zcard(&key).await.unwrap();
+        assert_eq!(left, 0);
+        let _: i64 = client.del(&key).await.unwrap();
+    }
+}
