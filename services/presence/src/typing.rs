@@ -48,13 +48,10 @@ impl TypingBoard {
     /// Starts (for `ttl_ms`) or stops typing; `true` when something changed: a start that was
     /// not running, a stop of a running one.
     pub async fn set(&self, change: &TypingChange, ttl_ms: u64) -> Result<bool, DomainError> {
-        let member = [
-            change.namespace.as_str(),
-            &change.room_kind,
-            &change.room_id,
-            &change.user_id,
-        ]
-        .join(&SEP.to_string());
+        let member = format!(
+            "{}{SEP}{}{SEP}{}{SEP}{}",
+            change.namespace, change.room_kind, change.room_id, change.user_id
+        );
         let changed: i64 = if change.typing {
             let deadline = self.redis_now_ms().await? + ttl_ms as i64;
             self.client
