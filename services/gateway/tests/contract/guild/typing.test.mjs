@@ -11,6 +11,7 @@ import {
   DELIVERY_MS,
   assertGuildError,
   connectGuild,
+  eventsAfter,
   guildUser,
   joinChannel,
   joinServer,
@@ -101,6 +102,23 @@ test('typing stops by itself 3 s after the last typing:start: isTyping false wit
   const update = await waitFor(b, 'typing:update', typingOf(channelId, A.id, false), TYPING_TTL_MS + 5000);
   assert.deepEqual(update, { channelId, userId: A.id, username: A.username, isTyping: false });
   await expectNo(a, 'typing:update', 0);
+});
+
+test('a repeated typing:start is not broadcast again and postpones the automatic stop', async () => {
+  const { channelId, A, a, b } = await scene();
+  const from = mark(b);
+  a.emit('typing:start', { channelId });
+  await waitAfter(b, from, 'typing:update', typingOf(channelId, A.id, true), DELIVERY_MS);
+  // Starts every half TTL for twice the TTL: still typing all along, announced once.
+  for (let i = 0; i < 4; i++) {
+    await sleep(TYPING_TTL_MS / 2);
+    a.emit('typing:start', { channelId });
+  }
+  await sleep(TYPING_TTL_MS / 2);
+  const updates = () => eventsAfter(b, from, 'typing:update');
+  assert.equal(updates().filter(typingOf(channelId, A.id, false)).length, 0, 'no automatic stop while starts keep coming');
+  assert.equal(updates().filter(typingOf(channelId, A.id, true)).length, 1, 'a repeated start is not broadcast again');
+  await waitAfter(b, from, 'typing:update', typingOf(channelId, A.id, false), TYPING_TTL_MS + 5000);
 });
 
 test('typing again after the automatic stop starts a new typing:update isTyping true', async () => {
