@@ -183,7 +183,10 @@ impl<A: Adapter> Namespace<A> {
             #[cfg(feature = "tracing")]
             tracing::debug!(%sid, "error sending connect packet: {_e}, closing conn");
 
-            self.remove_socket(sid);
+            // Switchboard patch: a disconnect handler the middleware registered runs (and
+            // removes the socket), so what the middleware set up for the socket is undone.
+            // Removing the socket alone left it for nobody to clean up.
+            socket.clone().close(DisconnectReason::TransportError);
             esocket.close(engineioxide::DisconnectReason::TransportError);
             return Err(ConnectFail);
         }
@@ -609,6 +612,43 @@ mod tests {
         assert!(ns.clone().connect(sid, esocket, None).await.is_ok());
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         assert!(!Arc::ptr_eq(&first, &ns.get_socket(sid).unwrap()));
+    }
+
+    #[tokio::test]
+    async fn a_connect_packet_that_cannot_be_sent_runs_the_disconnect_handler() {
+        let sid = Sid::new();
+        let disconnected = Arc::new(AtomicUsize::new(0));
+        let ns = Namespace::<LocalAdapter>::new(
+            Str::from("/"),
+            { async || () }.with({
+                let disconnected = disconnected.clone();
+                async move |s: SocketRef| {
+                    let disconnected = disconnected.clone();
+                    s.on_disconnect(move || async move {
+                        disconnected.fetch_add(1, Ordering::SeqCst);
+                    });
+                    Ok::<_, std::io::Error>(())
+                }
+            }),
+            &(),
+            &SocketIoConfig::default(),
+        );
+        // Queues of one packet, filled: the CONNECT packet finds no room.
+        let (esocket, _client) = EIoSocket::new_dummy_piped(sid, Box::new(|_, _| ()), 1);
+        for _ in 0..3 {
+            let _ = esocket.emit("filler");
+            tokio::task::yield_now().await;
+        }
+
+        assert!(ns.clone().connect(sid, esocket, None).await.is_err());
+        for _ in 0..100 {
+            if disconnected.load(Ordering::SeqCst) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(disconnected.load(Ordering::SeqCst), 1);
+        assert!(ns.get_socket(sid).is_err());
     }
 
     #[tokio::test]
