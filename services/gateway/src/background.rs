@@ -343,6 +343,9 @@ async fn deliver(gw: &Gateway, event: PresenceEvent) {
             typing,
         } => {
             let room = RoomKey::new(room_kind, room_id);
+            if !typing {
+                gw.core.typing_stopped(&namespace, &room, &user_id);
+            }
             let event = CoreEvent::Typing {
                 room: &room,
                 user_id: &user_id,

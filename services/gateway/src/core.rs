@@ -6,7 +6,10 @@ use std::{sync::Arc, time::Duration};
 
 use fred::{interfaces::PubsubInterface, prelude::Client, types::scripts::Script};
 use switchboard_common::{DomainError, ErrorCode, RoomKey};
-use switchboard_presence::{domain::TypingChange, typing::TypingBoard};
+use switchboard_presence::{
+    domain::TypingChange,
+    typing::{NodeTyping, TypingBoard},
+};
 use switchboard_proto::{common as pc, membership as pm, messages as pmsg, presence as pp};
 
 use crate::{
@@ -364,7 +367,7 @@ pub struct Core {
     config: Arc<Config>,
     confirmations: tokio::sync::mpsc::Sender<i64>,
     sends: SendForwarder,
-    typing: TypingBoard,
+    typing: Arc<NodeTyping>,
     pub authz: AuthzCache,
 }
 
@@ -385,7 +388,7 @@ impl Core {
             clients,
             fanout,
             mounts,
-            typing: TypingBoard::new(redis.clone(), &config.redis_prefix),
+            typing: NodeTyping::start(TypingBoard::new(redis.clone(), &config.redis_prefix)),
             redis,
             rate_script: Script::from_lua(RATE_LUA),
             authz: AuthzCache::new(config.authz_cache_ttl),
@@ -913,8 +916,9 @@ impl Core {
     /// Starts or stops typing and, when that changed anything (a repeated start does not),
     /// broadcasts it. A user who may not type there is FORBIDDEN, a room that does not exist
     /// NOT_FOUND (contracts that hide existence render both alike). `ttl`: how long a start
-    /// lasts without another. The typing board is written here, in-process (one Redis command);
-    /// the presence service publishes the automatic stops.
+    /// lasts without another. Whether it changed anything is this node's to say (see
+    /// [`NodeTyping`]: no round trip per event); the board follows, and the presence service
+    /// publishes the automatic stops.
     pub async fn typing(
         &self,
         namespace: &str,
@@ -925,7 +929,7 @@ impl Core {
     ) -> Result<(), DomainError> {
         self.check(user_id, room, Action::Typing).await?;
         let change = TypingChange::new(namespace, &room.kind, &room.id, user_id, typing)?;
-        if self.typing.set(&change, ttl.as_millis() as u64).await? {
+        if self.typing.set(&change, ttl) {
             let event = CoreEvent::Typing {
                 room,
                 user_id,
@@ -935,6 +939,12 @@ impl Core {
             self.publish(Some(namespace), event).await;
         }
         Ok(())
+    }
+
+    /// The presence service stopped a typing whose deadline passed.
+    pub fn typing_stopped(&self, namespace: &str, room: &RoomKey, user_id: &str) {
+        self.typing
+            .stopped(namespace, &room.kind, &room.id, user_id);
     }
 
     /// An uploaded file and the rooms where it was sent (NOT_FOUND when there is none).
