@@ -14,8 +14,9 @@
 # (8; a ladder step), BENCH_QUICK=1 (small sizes, for a smoke run),
 # BENCH_SERVE_ONLY=1 (start both clusters and wait, for profiling with perf), BENCH_BIN=DIR
 # (prebuilt binaries instead of this checkout's release build: to compare two builds),
-# BENCH_WORKER_THREADS=N (tokio worker threads of every Switchboard process; default: tokio's,
-# one per CPU),
+# BENCH_WORKER_THREADS=N (tokio worker threads of every Switchboard process; default 1, sized
+# like the Node peer, whose two nodes run one event loop each on this two-core machine;
+# `default` leaves tokio's, one per CPU; docs/benchmarks/README.md §20),
 # SWITCHBOARD_BENCH_DATABASE (sb_bench), SWITCHBOARD_DATABASE_URL's server, SWITCHBOARD_REDIS_URL.
 set -euo pipefail
 SB_SCRIPT=bench
@@ -91,7 +92,8 @@ SB_SERVICES_STARTED=0
 start_switchboard() {
     local common=(env RUST_LOG=warn SWITCHBOARD_DATABASE_URL="$DB_URL" SWITCHBOARD_REDIS_URL="$REDIS_URL"
         SWITCHBOARD_REDIS_PREFIX="bench:")
-    if [[ -n "${BENCH_WORKER_THREADS:-}" ]]; then common+=(TOKIO_WORKER_THREADS="$BENCH_WORKER_THREADS"); fi
+    local workers="${BENCH_WORKER_THREADS:-1}"
+    if [[ "$workers" != default ]]; then common+=(TOKIO_WORKER_THREADS="$workers"); fi
     if ((SB_SERVICES_STARTED == 0)); then
         local service port=50061
         for service in membership messages presence; do
@@ -250,7 +252,7 @@ for scenario in $SCENARIOS; do
 done
 
 log "4/4 report"
-python3 - "$RAW/machine.json" <<'PY'
+SB_WORKERS="${BENCH_WORKER_THREADS:-1}" python3 - "$RAW/machine.json" <<'PY'
 import json, os, platform, subprocess, sys, datetime
 def sh(c):
     try: return subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
@@ -260,7 +262,8 @@ mem = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemT
 json.dump({"cpu_model": cpu, "cores": os.cpu_count(), "mem_gb": round(mem, 1), "kernel": platform.release(),
            "os": sh(". /etc/os-release && echo $PRETTY_NAME"), "rustc": sh("rustc --version"),
            "node": sh("node --version"), "postgres": sh("psql --version"), "redis": sh("redis-server --version"),
-           "fd_limit": sh("ulimit -Hn"), "date": datetime.datetime.utcnow().isoformat() + "Z"},
+           "fd_limit": sh("ulimit -Hn"),
+           "switchboard_tokio_workers_per_process": os.environ["SB_WORKERS"], "date": datetime.datetime.utcnow().isoformat() + "Z"},
           open(sys.argv[1], "w"), indent=2)
 PY
 "$VENV/bin/python" load-tests/report/report.py --raw "$RAW" --out "$OUT"

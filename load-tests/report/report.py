@@ -152,9 +152,9 @@ def status(conditions):
 
 
 METRICS = [  # (metric, scenario, summary path, unit, higher_is_better, target ratio)
-    ("Idle memory per connection", "idle", ("mem_per_conn_bytes",), "bytes", False, 4.0),
+    ("Idle memory per connection", "idle", ("mem_per_conn_bytes",), "bytes", False, None),
     ("Typing max delivered rate, p99 < 50 ms", "typing-fanout",
-     ("max_delivered_rate_p99_under_50ms",), "rate", True, 4.0),
+     ("max_delivered_rate_p99_under_50ms",), "rate", True, 2.0),
     ("Typing, rooms of 100: max delivered rate, p99 < 50 ms", "typing-fanout-100",
      ("max_delivered_rate_p99_under_50ms",), "rate", True, None),
     ("Persisted max acked rate, p99 < 50 ms", "persisted-send",
@@ -255,6 +255,38 @@ def best_any_latency(run):
     return max((r for r in rates if r is not None), default=None)
 
 
+def at_most(limit, text):
+    """A floor on Switchboard's own figure: (text, met) given both systems' medians."""
+    return lambda sb, nd, higher: (text, None if sb is None else sb <= limit)
+
+
+def ratio_at_least(target, text):
+    """A floor on the ratio, > 1 meaning Switchboard better (rates: sb ÷ node; costs: node ÷ sb)."""
+    def check(sb, nd, higher):
+        if not sb or not nd:
+            return text, None
+        return text, (sb / nd if higher else nd / sb) >= target
+    return check
+
+
+# Issue #17's floors, measured side by side in one run.
+FLOORS = {
+    "idle memory per connection": at_most(6 * 1024, "≤ 6 KB"),
+    "typing, rooms of 10: highest delivered/s": ratio_at_least(2.0, "≥ 2×"),
+    "typing, rooms of 10: server CPU per delivery": ratio_at_least(3.0, "≤ ⅓ of Node's"),
+    "persisted, rooms of 10: highest acked/s": ratio_at_least(3.0, "≥ 3×"),
+    "persisted: server CPU per send": ratio_at_least(2.0, "≤ ½ of Node's"),
+}
+
+
+def floor_of(figure, higher, sb, nd):
+    """The floor this figure is held to, as (text, met: True/False/None), or None."""
+    for prefix, check in FLOORS.items():
+        if figure.startswith(prefix):
+            return check(sb, nd, higher)
+    return None
+
+
 def fair_rows(runs):
     """The issue's table: (figure, unit, higher_is_better, {system: stats})."""
     def summary(scenario, *path):
@@ -292,8 +324,10 @@ def fair_markdown(runs):
         ratio = DASH
         if sb and nd:
             ratio = f"{(sb / nd if higher else nd / sb):.2f}×"
-        rows.append([figure, fmt_stats(st["switchboard"], unit), fmt_stats(st["node"], unit), ratio])
-    md += table(["figure", "switchboard", "node", "ratio"], rows)
+        floor = floor_of(figure, higher, sb, nd)
+        floor_text = DASH if floor is None else f"{floor[0]} {({True: '✅', False: '❌'}).get(floor[1], DASH)}"
+        rows.append([figure, fmt_stats(st["switchboard"], unit), fmt_stats(st["node"], unit), ratio, floor_text])
+    md += table(["figure", "switchboard", "node", "ratio", "floor (issue #17)"], rows)
     for scenario in PER:
         rate = cpu_rate(runs, scenario)
         if rate is None:
