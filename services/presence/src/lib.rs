@@ -16,9 +16,10 @@
 //!   state by then). So the last broadcast always ends up matching the state, at most one event
 //!   per user and window, and replicas never publish twice.
 //! - Typing: a start sets a deadline (now + TTL) and reports `changed` only when it was not
-//!   already running; a stop removes it and reports `changed` when it was running. The gateways
-//!   write starts and stops in-process through [`typing::TypingBoard`] (the `Typing` call does
-//!   the same) and broadcast them themselves; this service publishes only automatic stops.
+//!   already running; a stop removes it and reports `changed` when it was running (the `Typing`
+//!   call, through [`typing::TypingBoard`]). The gateways link [`typing::NodeTyping`] instead:
+//!   each decides from its own sockets' events, broadcasts them itself and writes the board in
+//!   batches. This service publishes only automatic stops.
 //! - A sweeper in every replica (every `sweep_interval_ms`) atomically pops expired sockets,
 //!   due throttled transitions and passed typing deadlines, so each entry is handled by exactly
 //!   one replica. Redis errors there are logged and retried next tick.
