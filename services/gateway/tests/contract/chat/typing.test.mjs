@@ -59,6 +59,20 @@ test('typing stops by itself after the typing TTL without typing:stop', async ()
   assert.deepEqual(update, { chatId, userId: users[0].id, state: 'stop' });
 });
 
+test('a repeated typing:start is not broadcast again (broadcasts are throttled); the stop comes once', async () => {
+  const { chatId, users, a, b } = await room();
+  a.emit('typing:start', { chatId });
+  await waitFor(b, 'typing:update', isTyping(chatId, users[0].id, 'start'), 5000);
+  a.emit('typing:start', { chatId });
+  a.emit('typing:start', { chatId });
+  a.emit('typing:stop', { chatId });
+  await waitFor(b, 'typing:update', isTyping(chatId, users[0].id, 'stop'), 5000);
+  a.emit('typing:stop', { chatId });
+  await sleep(500);
+  const updates = eventsOf(b).filter((e) => e.event === 'typing:update' && e.data?.chatId === chatId);
+  assert.deepEqual(updates.map((e) => e.data.state), ['start', 'stop']);
+});
+
 test('typing in both directions across the nodes', async () => {
   const { chatId, users, a, b } = await room();
   b.emit('typing:start', { chatId });
