@@ -90,7 +90,9 @@ async fn outbox_sweeper(gw: Arc<Gateway>) {
                 message: &message,
                 origin: None,
             };
-            if gw.core.deliver_stored(event, ev.outbox_id).await && gw.core.fanout.may_confirm() {
+            if gw.core.deliver_stored(event, ev.outbox_id, None).await
+                && gw.core.fanout.may_confirm()
+            {
                 gw.metrics.redelivered.inc();
                 delivered.push(ev.outbox_id);
             }

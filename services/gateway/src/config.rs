@@ -113,6 +113,10 @@ pub struct Config {
     /// At most this many `SendMany` calls open to the messages service; sends arriving while
     /// all are busy leave together in the next one (`crate::send_forwarder`).
     pub sends_in_flight: usize,
+    /// At most one `SendMany` call per this interval while sends keep coming (a send after a
+    /// quiet spell goes at once): under load, each call and each commit carries more sends
+    /// (`crate::send_forwarder`); 0 = no pacing.
+    pub send_linger: Duration,
     /// How long an allowed authorization decision is remembered (`crate::authz`); 0 = never.
     pub authz_cache_ttl: Duration,
 }
@@ -254,6 +258,7 @@ impl Config {
             authz_cache_ttl: ms("AUTHZ_CACHE_MS", 30_000)?,
             grpc_timeout: ms("GRPC_TIMEOUT_MS", 5_000)?,
             sends_in_flight: env_or("SENDS_IN_FLIGHT", 2)?,
+            send_linger: ms("SEND_LINGER_MS", 5)?,
             dev_mode,
             dev_defaults,
         };
@@ -285,6 +290,10 @@ impl Config {
         ensure(
             self.sends_in_flight > 0,
             "SWITCHBOARD_SENDS_IN_FLIGHT must be positive",
+        )?;
+        ensure(
+            self.send_linger <= Duration::from_millis(1_000),
+            "SWITCHBOARD_SEND_LINGER_MS must be at most 1000",
         )?;
         ensure(
             self.max_rooms_per_socket > 0,

@@ -16,6 +16,7 @@ use crate::{
     authz::AuthzCache,
     clients::Clients,
     config::Config,
+    delivery_log::AppendTurn,
     dialect::Mount,
     fanout::{Adapter, Fanout},
     send_forwarder::SendForwarder,
@@ -382,7 +383,8 @@ impl Core {
     ) -> Self {
         let (confirmations, rx) = tokio::sync::mpsc::channel(10_000);
         tokio::spawn(confirm_deliveries(clients.clone(), rx));
-        let sends = SendForwarder::start(clients.clone(), config.sends_in_flight);
+        let sends =
+            SendForwarder::start(clients.clone(), config.sends_in_flight, config.send_linger);
         Self {
             sends,
             clients,
@@ -429,7 +431,12 @@ impl Core {
     /// Delivers a stored event (it has outbox entry `outbox_id`) to every concerned dialect's
     /// sockets, each socket once however often it is delivered (see
     /// [`Fanout::deliver_stored`]). Answers false when it could not be published (Redis away).
-    pub async fn deliver_stored(&self, event: CoreEvent<'_>, outbox_id: i64) -> bool {
+    pub async fn deliver_stored(
+        &self,
+        event: CoreEvent<'_>,
+        outbox_id: i64,
+        turn: Option<AppendTurn>,
+    ) -> bool {
         let kind = event.room_kind();
         let created_at_ms = match &event {
             CoreEvent::Message { message, .. } => message.created_at_ms,
@@ -443,7 +450,7 @@ impl Core {
             emissions.extend(m.dialect.render(self, &m.namespace, &event).await);
         }
         self.fanout
-            .deliver_stored(&self.redis, outbox_id, created_at_ms, emissions)
+            .deliver_stored(outbox_id, created_at_ms, emissions, turn)
             .await
     }
 
@@ -638,7 +645,8 @@ impl Core {
             file_size: file.as_ref().map(|f| f.size),
             mime_type: file.map(|f| f.mime_type),
         };
-        let resp = self.sends.send(req).await?;
+        let (resp, turn) = self.sends.send(req).await;
+        let resp = resp?;
         let message = Message::try_from(resp.message)?;
         if resp.created {
             self.broadcast_and_confirm(
@@ -646,6 +654,7 @@ impl Core {
                 &message,
                 resp.outbox_id,
                 origin.as_ref(),
+                turn,
             )
             .await;
         }
@@ -655,15 +664,17 @@ impl Core {
         })
     }
 
-    /// Broadcasts a stored event, then has its outbox entry removed. When the broadcast fails
-    /// (Redis away) the entry stays and a sweeper on some node delivers it later. Removals are
-    /// batched off the request path: one `MarkDelivered` per burst rather than per message.
+    /// Broadcasts a stored event (in its `turn` among this node's sends, when it has one),
+    /// then has its outbox entry removed. When the broadcast fails (Redis away) the entry stays
+    /// and a sweeper on some node delivers it later. Removals are batched off the request path:
+    /// one `MarkDelivered` per burst rather than per message.
     pub async fn broadcast_and_confirm(
         &self,
         event: MessageEvent,
         message: &Message,
         outbox_id: i64,
         origin: Option<&Origin>,
+        turn: Option<AppendTurn>,
     ) {
         let event = CoreEvent::Message {
             event,
@@ -671,7 +682,7 @@ impl Core {
             origin,
         };
         let published = if outbox_id > 0 {
-            self.deliver_stored(event, outbox_id).await
+            self.deliver_stored(event, outbox_id, turn).await
         } else {
             self.publish(None, event).await
         };
@@ -777,7 +788,7 @@ impl Core {
             }
         };
         let message = Message::try_from(change.message)?;
-        self.broadcast_and_confirm(event, &message, change.outbox_id, None)
+        self.broadcast_and_confirm(event, &message, change.outbox_id, None, None)
             .await;
         Ok(message)
     }

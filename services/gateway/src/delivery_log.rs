@@ -22,6 +22,7 @@ use fred::{
     types::{Value, scripts::Script},
 };
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
 
 /// The id of a stream entry (`<ms>-<seq>`); ordered as Redis orders them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -80,14 +81,20 @@ impl LoggedEvent {
     }
 }
 
-/// Appends unless this outbox id is logged already; answers the entry's id either way.
-/// `MAXLEN ~` trims whole macro-nodes of the oldest entries, cheaply.
+/// Appends each event (`KEYS[i + 1]` its logged marker, `ARGV[i + 2]` its payload) unless its
+/// outbox id is logged already; answers each entry's id either way, in order. `MAXLEN ~` trims
+/// whole macro-nodes of the oldest entries, cheaply.
 const APPEND_LUA: &str = r#"
-local logged = redis.call('GET', KEYS[2])
-if logged then return logged end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2])
-redis.call('SET', KEYS[2], id, 'PX', ARGV[3])
-return id
+local ids = {}
+for i = 2, #KEYS do
+  local id = redis.call('GET', KEYS[i])
+  if not id then
+    id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i + 1])
+    redis.call('SET', KEYS[i], id, 'PX', ARGV[2])
+  end
+  ids[i - 1] = id
+end
+return ids
 "#;
 
 /// How long an outbox id is remembered as logged: far longer than the sweeper takes to
@@ -97,6 +104,12 @@ const LOGGED_FOR: Duration = Duration::from_secs(600);
 /// Entries one read takes at most.
 const READ_BATCH: u64 = 512;
 
+/// The most events one append carries, and about the most bytes (unless its first event alone
+/// is larger).
+const APPEND_BATCH: usize = 256;
+const APPEND_BATCH_BYTES: usize = 1 << 20;
+
+#[derive(Clone)]
 pub struct DeliveryLog {
     key: String,
     logged_prefix: String,
@@ -114,29 +127,33 @@ impl DeliveryLog {
         }
     }
 
-    /// Logs a stored event (once per outbox id); answers its entry's id.
-    pub async fn append(&self, redis: &Client, event: &LoggedEvent) -> anyhow::Result<LogId> {
-        let payload = serde_json::to_string(event)?;
-        let id: String = self
+    /// Logs stored events, in order (each once per outbox id); answers their entries' ids.
+    async fn append(&self, redis: &Client, events: &[Queued]) -> anyhow::Result<Vec<LogId>> {
+        let mut keys = Vec::with_capacity(events.len() + 1);
+        keys.push(self.key.clone());
+        let mut args = Vec::with_capacity(events.len() + 2);
+        args.push(self.max_entries.to_string());
+        args.push(LOGGED_FOR.as_millis().to_string());
+        for e in events {
+            keys.push(format!("{}{}", self.logged_prefix, e.name));
+            args.push(e.payload.clone());
+        }
+        let ids: Vec<String> = self
             .append_script
-            .evalsha_with_reload(
-                redis,
-                vec![
-                    self.key.clone(),
-                    format!(
-                        "{}{}:{}",
-                        self.logged_prefix, event.outbox_id, event.created_at_ms
-                    ),
-                ],
-                vec![
-                    self.max_entries.to_string(),
-                    payload,
-                    LOGGED_FOR.as_millis().to_string(),
-                ],
-            )
+            .evalsha_with_reload(redis, keys, args)
             .await?;
-        id.parse()
-            .map_err(|()| anyhow::anyhow!("unexpected stream id {id:?}"))
+        anyhow::ensure!(
+            ids.len() == events.len(),
+            "{} ids for {} appended events",
+            ids.len(),
+            events.len()
+        );
+        ids.iter()
+            .map(|id| {
+                id.parse()
+                    .map_err(|()| anyhow::anyhow!("unexpected stream id {id:?}"))
+            })
+            .collect()
     }
 
     /// The id of the newest entry (0-0 when the log is empty): where a node starts reading.
@@ -203,6 +220,121 @@ impl DeliveryLog {
     }
 }
 
+/// Appends stored events to the log in the order they are handed to it, all that queued
+/// meanwhile in one script call.
+///
+/// Order matters across a node's sends: the messages service stores a `SendMany` call's sends
+/// in the call's order (seqs and ids growing), and each send's task then renders and appends
+/// its own event. Tasks resume in whatever order the runtime picks, so each send also gets an
+/// [`AppendTurn`], and hands its event over only once the send stored before it has: the log
+/// then holds a node's sends in the order they were stored (`docs/guarantees.md`, promise 4).
+#[derive(Clone)]
+pub struct LogAppender {
+    queue: mpsc::Sender<Queued>,
+}
+
+struct Queued {
+    /// `<outbox id>:<created at ms>`, what names the event (`LoggedEvent::key`).
+    name: String,
+    payload: String,
+    reply: oneshot::Sender<Result<LogId, String>>,
+}
+
+impl LogAppender {
+    /// Starts the appending task on the current runtime.
+    pub fn start(log: DeliveryLog, redis: Client) -> Self {
+        let (queue, rx) = mpsc::channel(4_096);
+        tokio::spawn(append_in_order(log, redis, rx));
+        LogAppender { queue }
+    }
+
+    /// Logs a stored event once its turn comes (at once without one); answers its entry's id.
+    pub async fn append(
+        &self,
+        event: &LoggedEvent,
+        mut turn: Option<AppendTurn>,
+    ) -> anyhow::Result<LogId> {
+        let payload = serde_json::to_string(event)?;
+        if let Some(turn) = &mut turn {
+            turn.wait().await;
+        }
+        let (reply, answer) = oneshot::channel();
+        let queued = Queued {
+            name: format!("{}:{}", event.outbox_id, event.created_at_ms),
+            payload,
+            reply,
+        };
+        let stopped = || anyhow::anyhow!("delivery log appender stopped");
+        self.queue.send(queued).await.map_err(|_| stopped())?;
+        // Queued: the next send in line may hand its event over now.
+        drop(turn);
+        answer
+            .await
+            .map_err(|_| stopped())?
+            .map_err(anyhow::Error::msg)
+    }
+}
+
+async fn append_in_order(log: DeliveryLog, redis: Client, mut rx: mpsc::Receiver<Queued>) {
+    let mut held_back = None;
+    while let Some(first) = crate::batch::first(&mut held_back, &mut rx).await {
+        let batch;
+        (batch, held_back) = crate::batch::gather(
+            first,
+            &mut rx,
+            APPEND_BATCH,
+            APPEND_BATCH_BYTES,
+            |q: &Queued| q.payload.len(),
+        );
+        match log.append(&redis, &batch).await {
+            Ok(ids) => {
+                for (q, id) in batch.into_iter().zip(ids) {
+                    let _ = q.reply.send(Ok(id));
+                }
+            }
+            Err(e) => {
+                let e = e.to_string();
+                for q in batch {
+                    let _ = q.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// A send's place in line for [`LogAppender::append`]: it waits for the turn before it to be
+/// used or dropped, and lets the next one go when it is used or dropped itself (a send that
+/// failed, or was a repeat, appends nothing and only lets the next one go).
+#[derive(Debug)]
+pub struct AppendTurn {
+    after: Option<oneshot::Receiver<()>>,
+    _mine: oneshot::Sender<()>,
+}
+
+impl AppendTurn {
+    /// `n` turns in a row, after the turn `last` leads to (the line's previous end), which
+    /// becomes this line's end.
+    pub fn line(last: &mut Option<oneshot::Receiver<()>>, n: usize) -> Vec<AppendTurn> {
+        (0..n)
+            .map(|_| {
+                let (mine, next) = oneshot::channel();
+                AppendTurn {
+                    after: last.replace(next),
+                    _mine: mine,
+                }
+            })
+            .collect()
+    }
+
+    async fn wait(&mut self) {
+        if let Some(after) = &mut self.after {
+            // Used or dropped: either way it is this turn's go.
+            let _ = after.await;
+            self.after = None;
+        }
+    }
+}
+
 fn decode(
     entries: impl IntoIterator<Item = (String, std::collections::HashMap<String, String>)>,
 ) -> Vec<(LogId, LoggedEvent)> {
@@ -224,6 +356,30 @@ fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_turn_comes_once_the_turn_before_it_is_used_or_dropped() {
+        use futures_util::FutureExt;
+        let mut last = None;
+        let mut first_call = AppendTurn::line(&mut last, 2);
+        let mut third = AppendTurn::line(&mut last, 1).remove(0);
+        let mut second = first_call.pop().unwrap();
+        let mut first = first_call.pop().unwrap();
+        assert!(
+            first.wait().now_or_never().is_some(),
+            "nobody before the first"
+        );
+        assert!(second.wait().now_or_never().is_none());
+        assert!(
+            third.wait().now_or_never().is_none(),
+            "the next call waits too"
+        );
+        drop(first);
+        assert!(second.wait().now_or_never().is_some());
+        assert!(third.wait().now_or_never().is_none());
+        drop(second);
+        assert!(third.wait().now_or_never().is_some());
+    }
 
     #[test]
     fn ids_order_as_redis_orders_them() {

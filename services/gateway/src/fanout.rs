@@ -22,7 +22,7 @@ use socketioxide::{BroadcastError, SocketIo, socket::Sid};
 use switchboard_common::RoomKey;
 
 use crate::{
-    delivery_log::{DeliveryLog, LogId, LoggedEmission, LoggedEvent},
+    delivery_log::{AppendTurn, DeliveryLog, LogAppender, LogId, LoggedEmission, LoggedEvent},
     metrics::Metrics,
 };
 
@@ -79,6 +79,7 @@ pub struct Fanout {
     /// ones the log holds, and the outbox may then append one again.
     delivered: Mutex<DeliveredIds>,
     pub(crate) log: DeliveryLog,
+    appender: LogAppender,
     /// Held while this node emits log entries to its sockets, and by a recovering socket while
     /// it is replayed what it missed and joins its rooms: nothing reaches it twice or out of order.
     pub(crate) emitting: tokio::sync::Mutex<()>,
@@ -122,9 +123,11 @@ impl Fanout {
         metrics: Arc<Metrics>,
         namespaces: Vec<String>,
         log: DeliveryLog,
+        redis: fred::prelude::Client,
         offsets: bool,
     ) -> Self {
         Self {
+            appender: LogAppender::start(log.clone(), redis),
             io,
             metrics,
             namespaces,
@@ -146,15 +149,15 @@ impl Fanout {
         *self.position.lock().unwrap_or_else(|e| e.into_inner()) = id;
     }
 
-    /// Delivers a stored event: appends it to the delivery log, from which every node (this one
-    /// too) emits it. Answers whether it was logged (false: the outbox entry stays, and the
+    /// Delivers a stored event: appends it to the delivery log (once `turn` comes, when it has
+    /// one), from which every node (this one too) emits it. Answers whether it was logged (false: the outbox entry stays, and the
     /// sweeper delivers the event again).
     pub async fn deliver_stored(
         &self,
-        redis: &fred::prelude::Client,
         outbox_id: i64,
         created_at_ms: i64,
         emissions: Vec<Emission>,
+        turn: Option<AppendTurn>,
     ) -> bool {
         let event = LoggedEvent {
             outbox_id,
@@ -172,7 +175,7 @@ impl Fanout {
                 })
                 .collect(),
         };
-        match self.log.append(redis, &event).await {
+        match self.appender.append(&event, turn).await {
             Ok(_) => true,
             Err(e) => {
                 tracing::warn!(error = %e, outbox_id, "stored event not logged (the outbox will redeliver)");

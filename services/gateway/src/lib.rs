@@ -8,6 +8,7 @@
 pub(crate) mod auth;
 pub(crate) mod authz;
 pub(crate) mod background;
+pub(crate) mod batch;
 pub(crate) mod clients;
 pub mod config;
 pub(crate) mod core;
@@ -537,6 +538,7 @@ pub async fn run(
         metrics.clone(),
         namespaces,
         DeliveryLog::new(&config.redis_prefix, config.delivery_log_entries),
+        redis_client.clone(),
         recovery.enabled(),
     ));
     let clients = Clients::new(&config, metrics.clone())?;

@@ -3,20 +3,26 @@
 //! A call per send was most of what the messages service spent on a send (an HTTP/2 stream,
 //! headers, a task and a response each); one call for whatever queued meanwhile cut its CPU
 //! per send by a third and the gateways' by a tenth (docs/benchmarks §12). The forwarder keeps
-//! at most `in_flight` `SendMany` calls open (`SWITCHBOARD_SENDS_IN_FLIGHT`, 2): a send that
-//! finds one free goes out at once, alone, so a quiet node waits for nothing; sends that arrive
-//! while all are busy queue and leave together in the next call. Each send keeps its own trace
-//! (its `traceparent` rides in the item) and gets its own outcome.
+//! at most `in_flight` `SendMany` calls open (`SWITCHBOARD_SENDS_IN_FLIGHT`, 2) and starts at
+//! most one call per `linger` (`SWITCHBOARD_SEND_LINGER_MS`): a send after a quiet spell goes
+//! out at once, alone, so a quiet node waits for nothing; sends that keep coming queue and leave
+//! together in the next call, which the messages service then commits together. Each send
+//! keeps its own trace (its `traceparent` rides in the item) and gets its own outcome, with its
+//! turn to append its event to the delivery log: sends are logged in the order they were
+//! forwarded, which is the order the messages service stored them in (`AppendTurn`).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use prost::Message as _;
 
 use switchboard_common::{DomainError, ErrorCode, telemetry};
 use switchboard_proto::messages as pmsg;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::{
+    sync::{Semaphore, mpsc, oneshot},
+    time::Instant,
+};
 
-use crate::clients::Clients;
+use crate::{batch, clients::Clients, delivery_log::AppendTurn};
 
 /// The most sends one call carries.
 const MAX_ITEMS_PER_CALL: usize = 256;
@@ -30,7 +36,7 @@ type Outcome = Result<pmsg::SendResponse, DomainError>;
 
 struct Queued {
     item: pmsg::SendManyItem,
-    reply: oneshot::Sender<Outcome>,
+    reply: oneshot::Sender<(Outcome, AppendTurn)>,
 }
 
 #[derive(Clone)]
@@ -40,44 +46,57 @@ pub struct SendForwarder {
 
 impl SendForwarder {
     /// Starts the forwarding task on the current runtime.
-    pub fn start(clients: Clients, in_flight: usize) -> Self {
+    pub fn start(clients: Clients, in_flight: usize, linger: Duration) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(forward(clients, rx, Arc::new(Semaphore::new(in_flight))));
+        let in_flight = Arc::new(Semaphore::new(in_flight));
+        tokio::spawn(forward(clients, rx, in_flight, linger));
         Self { queue }
     }
 
-    /// Stores one message through the messages service, as `Send` would.
-    pub async fn send(&self, request: pmsg::SendRequest) -> Outcome {
+    /// Stores one message through the messages service, as `Send` would; answers with the
+    /// send's turn to append its event to the delivery log.
+    pub async fn send(&self, request: pmsg::SendRequest) -> (Outcome, Option<AppendTurn>) {
         let item = pmsg::SendManyItem {
             request: Some(request),
             traceparent: telemetry::current_traceparent(),
         };
         let (reply, answer) = oneshot::channel();
-        let stopped = || DomainError::internal("send forwarder stopped");
-        self.queue
-            .send(Queued { item, reply })
-            .await
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        let stopped = || Err(DomainError::internal("send forwarder stopped"));
+        if self.queue.send(Queued { item, reply }).await.is_err() {
+            return (stopped(), None);
+        }
+        match answer.await {
+            Ok((outcome, turn)) => (outcome, Some(turn)),
+            Err(_) => (stopped(), None),
+        }
     }
 }
 
-async fn forward(clients: Clients, mut rx: mpsc::Receiver<Queued>, in_flight: Arc<Semaphore>) {
+async fn forward(
+    clients: Clients,
+    mut rx: mpsc::Receiver<Queued>,
+    in_flight: Arc<Semaphore>,
+    linger: Duration,
+) {
     let mut held_back = None;
+    let mut next_call = Instant::now();
+    // The end of the line of append turns: each call's sends queue behind the previous call's.
+    let mut last_turn = None;
     loop {
-        let first = match held_back.take() {
-            Some(q) => q,
-            None => match rx.recv().await {
-                Some(q) => q,
-                None => return,
-            },
+        let Some(first) = batch::first(&mut held_back, &mut rx).await else {
+            return;
         };
-        // Waiting for a free call is what lets sends gather.
+        // Waiting for the pace and for a free call is what lets sends gather.
+        if next_call > Instant::now() {
+            tokio::time::sleep_until(next_call).await;
+        }
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
+        next_call = Instant::now() + linger;
         let batch;
         (batch, held_back) = gather(first, &mut rx);
+        let turns = AppendTurn::line(&mut last_turn, batch.len());
         let clients = clients.clone();
         tokio::spawn(async move {
             let (items, replies): (Vec<_>, Vec<_>) =
@@ -87,8 +106,10 @@ async fn forward(clients: Clients, mut rx: mpsc::Receiver<Queued>, in_flight: Ar
             let answer = clients.call("messages", "SendMany", call).await;
             drop(permit);
             let sends = replies.len();
-            for (reply, outcome) in replies.into_iter().zip(outcomes(answer, sends)) {
-                let _ = reply.send(outcome);
+            for ((reply, outcome), turn) in
+                replies.into_iter().zip(outcomes(answer, sends)).zip(turns)
+            {
+                let _ = reply.send((outcome, turn));
             }
         });
     }
@@ -97,19 +118,9 @@ async fn forward(clients: Clients, mut rx: mpsc::Receiver<Queued>, in_flight: Ar
 /// `first` and what queued behind it, within a call's limits; a send that would take the call
 /// over its byte limit is handed back, to lead the next call.
 fn gather(first: Queued, rx: &mut mpsc::Receiver<Queued>) -> (Vec<Queued>, Option<Queued>) {
-    let mut bytes = first.item.encoded_len();
-    let mut batch = vec![first];
-    while batch.len() < MAX_ITEMS_PER_CALL {
-        let Ok(q) = rx.try_recv() else {
-            break;
-        };
-        bytes += q.item.encoded_len();
-        if bytes > MAX_BYTES_PER_CALL {
-            return (batch, Some(q));
-        }
-        batch.push(q);
-    }
-    (batch, None)
+    batch::gather(first, rx, MAX_ITEMS_PER_CALL, MAX_BYTES_PER_CALL, |q| {
+        q.item.encoded_len()
+    })
 }
 
 /// One outcome per send of a call: the service's own, or the call's failure for each.

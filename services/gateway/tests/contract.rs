@@ -231,3 +231,16 @@ fn connection_state_recovery() {
     );
     cluster.run_suite(&suite_files("recovery", every));
 }
+
+/// Send pacing (issue #17): with `SWITCHBOARD_SEND_LINGER_MS` at 1,000, sends made right after a
+/// call leave together in the next one, each still acked and delivered once, in order.
+#[test]
+fn send_pacing() {
+    let cluster = Cluster::start_with_env(
+        "send_pacing",
+        Files::Folder,
+        &[("SWITCHBOARD_SEND_LINGER_MS", "1000")],
+        None,
+    );
+    cluster.run_suite(&suite_files("batching", every));
+}

@@ -1,11 +1,12 @@
 //! Group commit for `Send`: concurrent plain sends are stored together, one transaction per
 //! batch.
 //!
-//! Sends are routed to one of a few lanes by room. A lane stores one batch at a time, and a batch
-//! is whatever reached the lane while its previous batch was being stored (at most
-//! [`MAX_BATCH`]): at low load every send is a batch of one and waits for nothing; under load,
-//! batches grow and Postgres commits once per batch instead of once per message. Lanes never
-//! share a room, so their batches never wait for each other's room locks.
+//! Sends are routed by room to one of the lanes (`SWITCHBOARD_SEND_LANES`, 1 by default). A
+//! lane stores one batch at a time, and a batch is whatever reached the lane while its previous
+//! batch was being stored (at most [`MAX_BATCH`]): at low load every send is a batch of one and
+//! waits for nothing; under load, batches grow and Postgres commits once per batch instead of
+//! once per message. Lanes never share a room, so their batches never wait for each other's room
+//! locks.
 
 use std::hash::{Hash, Hasher};
 

@@ -45,8 +45,10 @@ pub struct Config {
     /// `SWITCHBOARD_MAX_CONTENT_CHARS`, default 65536 (at least 1): the longest message content,
     /// counted in Unicode code points. A backstop: dialects enforce their own, smaller limits.
     pub max_content_chars: usize,
-    /// `SWITCHBOARD_SEND_LANES`, default 2 (at least 1): how many group-commit batches of
-    /// sends are stored at once, each for its own share of the rooms (see [`batch`]).
+    /// `SWITCHBOARD_SEND_LANES`, default 1 (at least 1): how many group-commit batches of
+    /// sends are stored at once, each for its own share of the rooms (see [`batch`]). One lane
+    /// makes the largest batches, so the fewest commits (docs/benchmarks §22); more lanes
+    /// overlap commits, which pays only where one commit's latency bounds the rate.
     pub send_lanes: usize,
     /// `SWITCHBOARD_DB_ACQUIRE_TIMEOUT_MS`, default 1,000: see
     /// [`switchboard_common::db::DEFAULT_ACQUIRE_TIMEOUT`].
@@ -59,7 +61,7 @@ impl Default for Config {
             database_url: "postgres://postgres@127.0.0.1:5432/test".to_string(),
             db_max_connections: 20,
             max_content_chars: 65_536,
-            send_lanes: 2,
+            send_lanes: 1,
             db_acquire_timeout: switchboard_common::db::DEFAULT_ACQUIRE_TIMEOUT,
         }
     }

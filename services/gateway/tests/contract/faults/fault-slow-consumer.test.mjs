@@ -29,6 +29,8 @@ import {
   connectUser,
   eventsOf,
   http,
+  sample,
+  scrape,
   join,
   newChat,
   sleep,
@@ -68,33 +70,6 @@ async function pool(items, n, fn) {
     }
   });
   await Promise.all(workers);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Metrics (Prometheus text)
-
-async function scrape(node) {
-  const res = await http('GET', '/metrics', { token: null, node });
-  assert.equal(res.status, 200, `${node}/metrics: ${res.status} ${res.text.slice(0, 200)}`);
-  const samples = [];
-  for (const line of res.text.split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const m = /^([A-Za-z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
-    if (!m) continue;
-    const labels = {};
-    for (const l of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) {
-      labels[l[1]] = l[2].replace(/\\(.)/g, '$1');
-    }
-    samples.push({ name: m[1], labels, value: Number(m[3]) });
-  }
-  return samples;
-}
-
-/** The sum of the samples named `name` whose labels include `labels` (0 when there is none). */
-function sample(samples, name, labels = {}) {
-  return samples
-    .filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
-    .reduce((sum, s) => sum + s.value, 0);
 }
 
 const CONNECTIONS = 'switchboard_connections';

@@ -1,0 +1,68 @@
+// Send pacing (issue #17): a gateway starts at most one `SendMany` call to the messages service
+// per `SWITCHBOARD_SEND_LINGER_MS` while sends keep coming, so sends made meanwhile leave, and are
+// committed, together; a send after a quiet spell leaves at once.
+//
+// Run by the `send_pacing` test function, whose cluster paces at 1,000 ms: after one send, four
+// sockets on node 1 send at once (a socket's own events are handled one after another, so four
+// senders), and their four sends must travel in one call; without pacing, a call would leave
+// for the first of them at once, and more calls after it. Calls are counted on node 1's
+// /metrics. Each message still gets its own ack and reaches the room on node 2 once, in the
+// order it was stored (a call's sends once reached the log in the order their tasks happened
+// to resume: seen as 1, 2, 5, 3, 4).
+
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import {
+  NODE1,
+  NODE2,
+  closeAll,
+  connectUser,
+  eventsOf,
+  join,
+  newChat,
+  sample,
+  scrape,
+  send,
+  until,
+} from '../helpers.mjs';
+
+after(closeAll);
+
+/** `SendMany` calls node 1 has made to the messages service, answered or not. */
+async function sendManyCalls() {
+  const calls = { service: 'messages', method: 'SendMany' };
+  return sample(await scrape(NODE1), 'switchboard_grpc_client_duration_seconds_count', calls);
+}
+
+test('sends made right after a call leave together, in the next call', async () => {
+  const { chatId, users } = await newChat({ members: 6 });
+  const senders = [];
+  for (const u of users.slice(0, 5)) {
+    const socket = await connectUser(u, NODE1);
+    await join(socket, chatId);
+    senders.push(socket);
+  }
+  const receiver = await connectUser(users[5], NODE2);
+  await join(receiver, chatId);
+
+  const before = await sendManyCalls();
+  const first = await send(senders[0], chatId, 'first');
+  const rest = await Promise.all(senders.slice(1).map((s, i) => send(s, chatId, `after ${i}`)));
+  assert.equal(await sendManyCalls(), before + 2, 'the first send alone, the four after it in one call');
+
+  const stored = [first, ...rest].sort((x, y) => Number(x.serverId) - Number(y.serverId));
+  assert.equal(new Set(stored.map((r) => r.serverId)).size, 5, 'five messages stored');
+  await until('node 2 receives the five messages', () => messagesOf(receiver, chatId).length >= 5);
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  assert.deepEqual(
+    messagesOf(receiver, chatId).map((m) => m._id),
+    stored.map((r) => r.serverId),
+    'each message once, in the order it was stored',
+  );
+});
+
+function messagesOf(socket, chatId) {
+  return eventsOf(socket)
+    .filter((e) => e.event === 'message:new' && e.data?.chatId === chatId)
+    .map((e) => e.data);
+}
