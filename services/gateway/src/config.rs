@@ -111,7 +111,8 @@ pub struct Config {
     pub drain_grace: Duration,
     pub grpc_timeout: Duration,
     /// At most this many `SendMany` calls open to the messages service; sends arriving while
-    /// all are busy leave together in the next one (`crate::send_forwarder`).
+    /// all are busy leave together in the next one (`crate::send_forwarder`). With one, a
+    /// node's sends are stored in the order it forwards them (`docs/guarantees.md`, promise 4).
     pub sends_in_flight: usize,
     /// At most one `SendMany` call per this interval while sends keep coming (a send after a
     /// quiet spell goes at once): under load, each call and each commit carries more sends
@@ -257,7 +258,7 @@ impl Config {
             socket_event_overrun: env_or("SOCKET_EVENT_OVERRUN", 100)?,
             authz_cache_ttl: ms("AUTHZ_CACHE_MS", 30_000)?,
             grpc_timeout: ms("GRPC_TIMEOUT_MS", 5_000)?,
-            sends_in_flight: env_or("SENDS_IN_FLIGHT", 2)?,
+            sends_in_flight: env_or("SENDS_IN_FLIGHT", 1)?,
             send_linger: ms("SEND_LINGER_MS", 5)?,
             dev_mode,
             dev_defaults,

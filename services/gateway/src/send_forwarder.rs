@@ -3,7 +3,7 @@
 //! A call per send was most of what the messages service spent on a send (an HTTP/2 stream,
 //! headers, a task and a response each); one call for whatever queued meanwhile cut its CPU
 //! per send by a third and the gateways' by a tenth (docs/benchmarks §12). The forwarder keeps
-//! at most `in_flight` `SendMany` calls open (`SWITCHBOARD_SENDS_IN_FLIGHT`, 2) and starts at
+//! at most `in_flight` `SendMany` calls open (`SWITCHBOARD_SENDS_IN_FLIGHT`, 1) and starts at
 //! most one call per `linger` (`SWITCHBOARD_SEND_LINGER_MS`): a send after a quiet spell goes
 //! out at once, alone, so a quiet node waits for nothing; sends that keep coming queue and leave
 //! together in the next call, which the messages service then commits together. Each send
