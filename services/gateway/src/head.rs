@@ -4,12 +4,16 @@
 //! engineioxide keeps a clone of the handshake's parts (headers and URI) for the socket's whole
 //! life, so each open socket pinned that buffer. [`compact_engine_io_head`] copies the head of
 //! every Engine.IO request into one exactly sized allocation first: the same headers in the same
-//! order, the same URI (and axum's `OriginalUri`, which the router cloned from hyper's), the same
-//! extensions.
+//! order, the same URI (and axum's `OriginalUri`, which the router cloned from hyper's). Of the
+//! extensions it keeps only what is read after routing: the peer's address, hyper's upgrade
+//! handle and HTTP/2's protocol; axum's routing state (its URL parameters: ≈ 350 bytes) would
+//! otherwise stay with every socket too (docs/benchmarks §18, §23).
+
+use std::net::SocketAddr;
 
 use axum::{
     body::Bytes,
-    extract::{OriginalUri, Request},
+    extract::{ConnectInfo, OriginalUri, Request},
     http::{HeaderMap, HeaderValue, Uri},
 };
 
@@ -58,7 +62,26 @@ pub fn compact_head<B>(req: ::http::Request<B>) -> ::http::Request<B> {
         at = end;
     }
     parts.headers = headers;
+    parts.extensions = kept_extensions(&mut parts.extensions);
     ::http::Request::from_parts(parts, body)
+}
+
+/// The extensions an Engine.IO request needs after routing (the rest is axum's routing state).
+fn kept_extensions(all: &mut ::http::Extensions) -> ::http::Extensions {
+    let mut kept = ::http::Extensions::new();
+    if let Some(peer) = all.remove::<ConnectInfo<SocketAddr>>() {
+        kept.insert(peer);
+    }
+    if let Some(upgrade) = all.remove::<hyper::upgrade::OnUpgrade>() {
+        kept.insert(upgrade);
+    }
+    if let Some(protocol) = all.remove::<hyper::ext::Protocol>() {
+        kept.insert(protocol);
+    }
+    if let Some(original) = all.remove::<OriginalUri>() {
+        kept.insert(original);
+    }
+    kept
 }
 
 #[cfg(test)]
@@ -66,7 +89,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn compact_head_keeps_uri_headers_and_extensions() {
+    fn compact_head_keeps_uri_headers_and_the_extensions_read_later() {
         let mut req = ::http::Request::builder()
             .uri("/socket.io/?EIO=4&transport=websocket&token=a%20b")
             .header("host", "127.0.0.1:3000")
@@ -77,6 +100,8 @@ mod tests {
             .body(())
             .unwrap();
         req.extensions_mut().insert(42u32);
+        let peer: SocketAddr = "10.0.0.7:50123".parse().unwrap();
+        req.extensions_mut().insert(ConnectInfo(peer));
         let original = OriginalUri(req.uri().clone());
         req.extensions_mut().insert(original);
         let before_uri = req.uri().clone();
@@ -90,7 +115,15 @@ mod tests {
         assert_eq!(req.headers(), &before_headers);
         let cookies: Vec<_> = req.headers().get_all("cookie").iter().collect();
         assert_eq!(cookies, ["a=1", "b=2"]);
-        assert_eq!(req.extensions().get::<u32>(), Some(&42));
+        assert_eq!(
+            req.extensions().get::<u32>(),
+            None,
+            "routing state is not kept"
+        );
+        assert_eq!(
+            req.extensions().get::<ConnectInfo<SocketAddr>>().unwrap().0,
+            peer
+        );
         assert_eq!(req.extensions().get::<OriginalUri>().unwrap().0, before_uri);
     }
 
