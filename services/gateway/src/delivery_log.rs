@@ -127,16 +127,17 @@ impl DeliveryLog {
         }
     }
 
-    /// Logs stored events, in order (each once per outbox id); answers their entries' ids.
-    async fn append(&self, redis: &Client, events: &[Queued]) -> anyhow::Result<Vec<LogId>> {
+    /// Logs stored events, in order (each once per outbox id); answers their entries' ids. The
+    /// payloads are moved into the command, not copied: `events` are left without them.
+    async fn append(&self, redis: &Client, events: &mut [Queued]) -> anyhow::Result<Vec<LogId>> {
         let mut keys = Vec::with_capacity(events.len() + 1);
         keys.push(self.key.clone());
         let mut args = Vec::with_capacity(events.len() + 2);
         args.push(self.max_entries.to_string());
         args.push(LOGGED_FOR.as_millis().to_string());
-        for e in events {
+        for e in events.iter_mut() {
             keys.push(format!("{}{}", self.logged_prefix, e.name));
-            args.push(e.payload.clone());
+            args.push(std::mem::take(&mut e.payload));
         }
         let ids: Vec<String> = self
             .append_script
@@ -228,7 +229,6 @@ impl DeliveryLog {
 /// its own event. Tasks resume in whatever order the runtime picks, so each send also gets an
 /// [`AppendTurn`], and hands its event over only once the send stored before it has: the log
 /// then holds a node's sends in the order they were stored (`docs/guarantees.md`, promise 4).
-#[derive(Clone)]
 pub struct LogAppender {
     queue: mpsc::Sender<Queued>,
 }
@@ -278,7 +278,7 @@ impl LogAppender {
 async fn append_in_order(log: DeliveryLog, redis: Client, mut rx: mpsc::Receiver<Queued>) {
     let mut held_back = None;
     while let Some(first) = crate::batch::first(&mut held_back, &mut rx).await {
-        let batch;
+        let mut batch;
         (batch, held_back) = crate::batch::gather(
             first,
             &mut rx,
@@ -286,7 +286,7 @@ async fn append_in_order(log: DeliveryLog, redis: Client, mut rx: mpsc::Receiver
             APPEND_BATCH_BYTES,
             |q: &Queued| q.payload.len(),
         );
-        match log.append(&redis, &batch).await {
+        match log.append(&redis, &mut batch).await {
             Ok(ids) => {
                 for (q, id) in batch.into_iter().zip(ids) {
                     let _ = q.reply.send(Ok(id));
