@@ -118,6 +118,10 @@ pub struct Config {
     /// quiet spell goes at once): under load, each call and each commit carries more sends
     /// (`crate::send_forwarder`); 0 = no pacing.
     pub send_linger: Duration,
+    /// The Redis adapter starts at most one publish per this long while broadcasts keep coming
+    /// (one after a quiet spell goes at once): under load, each publish carries several
+    /// broadcasts (`crate::pubsub`); 0 = one publish at a time, no pacing.
+    pub publish_linger: Duration,
     /// How long an allowed authorization decision is remembered (`crate::authz`); 0 = never.
     pub authz_cache_ttl: Duration,
 }
@@ -260,6 +264,7 @@ impl Config {
             grpc_timeout: ms("GRPC_TIMEOUT_MS", 5_000)?,
             sends_in_flight: env_or("SENDS_IN_FLIGHT", 1)?,
             send_linger: ms("SEND_LINGER_MS", 5)?,
+            publish_linger: ms("PUBLISH_LINGER_MS", 5)?,
             dev_mode,
             dev_defaults,
         };
@@ -295,6 +300,10 @@ impl Config {
         ensure(
             self.send_linger <= Duration::from_millis(1_000),
             "SWITCHBOARD_SEND_LINGER_MS must be at most 1000",
+        )?;
+        ensure(
+            self.publish_linger <= Duration::from_millis(1_000),
+            "SWITCHBOARD_PUBLISH_LINGER_MS must be at most 1000",
         )?;
         ensure(
             self.max_rooms_per_socket > 0,

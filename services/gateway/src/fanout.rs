@@ -26,8 +26,12 @@ use crate::{
     metrics::Metrics,
 };
 
-/// The Socket.IO adapter of every gateway node: Redis pub/sub through fred.
-pub type Adapter = socketioxide_redis::FredAdapter<socketioxide::adapter::Emitter>;
+/// The Socket.IO adapter of every gateway node: Redis pub/sub through fred, publishes gathered
+/// under load (`crate::pubsub`).
+pub type Adapter = socketioxide_redis::CustomRedisAdapter<
+    socketioxide::adapter::Emitter,
+    crate::pubsub::PacedDriver,
+>;
 
 /// One emit: an event with its payload to the sockets of `rooms` in `namespace`.
 #[derive(Debug, Clone)]

@@ -21,6 +21,7 @@ pub(crate) mod handshakes;
 pub(crate) mod head;
 pub(crate) mod http;
 pub(crate) mod metrics;
+pub(crate) mod pubsub;
 pub(crate) mod recovery;
 pub(crate) mod redis;
 pub(crate) mod send_forwarder;
@@ -498,7 +499,8 @@ pub async fn run(
     let adapter_config = socketioxide_redis::RedisAdapterConfig::default()
         .with_prefix(format!("{}socket.io", config.redis_prefix))
         .with_request_timeout(std::time::Duration::from_secs(2));
-    let adapter = RedisAdapterCtr::new_with_fred_config(subscriber.clone(), adapter_config).await?;
+    let driver = pubsub::PacedDriver::start(subscriber.clone(), config.publish_linger).await?;
+    let adapter = RedisAdapterCtr::new_with_driver(driver, adapter_config);
     // One cap for every way a packet arrives: long-polling bodies, WebSocket frames and
     // messages. No contract uses binary attachments, so a packet announcing any is refused
     // (and its connection closed) instead of buffering up to the library's 10,000.
