@@ -75,9 +75,16 @@ pub fn init(service_name: &'static str) -> anyhow::Result<TelemetryGuard> {
         _ => EnvFilter::new("info"),
     };
     let json = std::env::var("SWITCHBOARD_LOG_FORMAT").is_ok_and(|v| v == "json");
+    // Every socket event is a span, so a span's own cost is paid per event. Off: timing each
+    // enter and exit for busy/idle attributes, thread attributes on every span, and attaching an
+    // OpenTelemetry context on every enter (trace context here is read from the tracing span,
+    // never from OpenTelemetry's current context). docs/benchmarks §25.
     let registry = tracing_subscriber::registry().with(
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
+            .with_tracked_inactivity(false)
+            .with_threads(false)
+            .with_context_activation(false)
             .with_filter(trace_filter),
     );
     let result = if json {
