@@ -162,11 +162,11 @@ async fn publish(conn: SubscriberClient, mut rx: mpsc::Receiver<Queued>, linger:
         );
         let mut queued = queued.into_iter().peekable();
         while let Some(first) = queued.next() {
-            let mut run = vec![first];
-            while let Some(next) = queued.next_if(|q| q.channel == run[0].channel) {
-                run.push(next);
+            let mut behind = Vec::new();
+            while let Some(next) = queued.next_if(|q| q.channel == first.channel) {
+                behind.push(next);
             }
-            let (channel, message, answers) = into_message(run);
+            let (channel, message, answers) = into_message(first, behind);
             let result = conn
                 .spublish::<u16, _, _>(channel, message)
                 .await
@@ -179,19 +179,17 @@ async fn publish(conn: SubscriberClient, mut rx: mpsc::Receiver<Queued>, linger:
     }
 }
 
-/// One message for a run of queued messages of one channel: the message itself when alone.
-fn into_message(run: Vec<Queued>) -> (String, Vec<u8>, Vec<Answer>) {
-    let mut run = run.into_iter();
-    let Some(first) = run.next() else {
-        unreachable!("a run has a first message");
-    };
-    let mut rest = run.peekable();
-    if rest.peek().is_none() {
+/// One message for `first` and the messages queued right behind it for the same channel:
+/// `first`'s own payload when it is alone.
+fn into_message(first: Queued, behind: Vec<Queued>) -> (String, Vec<u8>, Vec<Answer>) {
+    if behind.is_empty() {
         return (first.channel, first.payload, vec![first.published]);
     }
-    let mut payloads = vec![first.payload];
-    let mut answers = vec![first.published];
-    for q in rest {
+    let mut payloads = Vec::with_capacity(1 + behind.len());
+    let mut answers = Vec::with_capacity(1 + behind.len());
+    payloads.push(first.payload);
+    answers.push(first.published);
+    for q in behind {
         payloads.push(q.payload);
         answers.push(q.published);
     }
@@ -204,7 +202,8 @@ fn encode_batch(payloads: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::with_capacity(len);
     out.push(BATCH_MARK);
     for p in payloads {
-        let p_len = u32::try_from(p.len()).expect("a payload is under MAX_BYTES_PER_PUBLISH");
+        let p_len =
+            u32::try_from(p.len()).expect("a batched payload is at most MAX_BYTES_PER_PUBLISH");
         out.extend_from_slice(&p_len.to_be_bytes());
         out.extend_from_slice(p);
     }
