@@ -64,27 +64,21 @@ use std::{
     time::Duration,
 };
 
-use crate::{config::EngineIoConfig, errors::Error};
+use crate::{config::EngineIoConfig, errors::Error, queue::PacketQueue};
 use bytes::Bytes;
 use engineioxide_core::{Packet, PacketBuf, ProtocolVersion, Str, TransportType};
 use futures_util::FutureExt;
 use http::request::Parts;
 use smallvec::{SmallVec, smallvec};
-use tokio::sync::{
-    Mutex, Notify,
-    mpsc::{self, Receiver, error::TrySendError},
-    watch,
-};
+use tokio::sync::{Mutex, Notify, mpsc::error::TrySendError};
 
 pub use engineioxide_core::Sid;
 use tokio_util::sync::CancellationToken;
 
-/// What the outgoing channels carry: one boxed [`PacketBuf`].
+/// What the outgoing queue carries: one boxed [`PacketBuf`].
 ///
-/// Switchboard patch: tokio's mpsc channel allocates its first 32-slot block when the channel is
-/// created, so every idle socket pays 32 slots of this type up front. Inline, a
-/// `SmallVec<[Packet; 2]>` slot is 168 bytes (a 5.4 KB block); boxed it is 8 (≈ 0.3 KB). One
-/// allocation per queued packet buys that back.
+/// Switchboard patch: a queue slot is 8 bytes instead of the 168 of an inline
+/// `SmallVec<[Packet; 2]>` (upstream's mpsc channel allocated 32 such slots per socket up front).
 pub(crate) type QueuedPackets = Box<PacketBuf>;
 
 /// A [`DisconnectReason`] represents the reason why a [`Socket`] was closed.
@@ -123,18 +117,24 @@ impl From<&Error> for Option<DisconnectReason> {
 /// A permit to emit a message to the client.
 /// A permit holds a place in the internal channel to send one packet to the client.
 pub struct Permit<'a> {
-    inner: mpsc::Permit<'a, QueuedPackets>,
+    queue: &'a PacketQueue,
 }
 impl Permit<'_> {
+    fn send(self, packets: PacketBuf) {
+        self.queue.send_reserved(Box::new(packets));
+        // The place is used: dropping the permit must not give it back.
+        std::mem::forget(self);
+    }
+
     /// Consume the permit and emit a message to the client.
     #[inline]
     pub fn emit(self, msg: Str) {
-        self.inner.send(Box::new(smallvec![Packet::Message(msg)]));
+        self.send(smallvec![Packet::Message(msg)]);
     }
     /// Consume the permit and emit a binary message to the client.
     #[inline]
     pub fn emit_binary(self, data: Bytes) {
-        self.inner.send(Box::new(smallvec![Packet::Binary(data)]));
+        self.send(smallvec![Packet::Binary(data)]);
     }
 
     /// Consume the permit and emit a message with multiple binary data to the client.
@@ -146,7 +146,7 @@ impl Permit<'_> {
         for d in data {
             packets.push(Packet::Binary(d));
         }
-        self.inner.send(Box::new(packets));
+        self.send(packets);
     }
 
     /// Consume the permit and emit a message with multiple binary data to the client.
@@ -158,28 +158,23 @@ impl Permit<'_> {
         for d in data {
             packets.push(Packet::Binary(d));
         }
-        self.inner.send(Box::new(packets));
+        self.send(packets);
     }
 }
 
-#[derive(Debug)]
+impl Drop for Permit<'_> {
+    /// An unused permit gives its place back.
+    fn drop(&mut self) {
+        self.queue.release();
+    }
+}
+
+/// What the transport reading a socket's queue holds: the lock on it (`Socket::internal_rx`)
+/// and the packet group a polling response had no room for.
+#[derive(Debug, Default)]
 pub(crate) struct InternalRx {
-    pub buffered_rx: Receiver<QueuedPackets>,
-    pub peeked_packet: Option<PacketBuf>,
-    pub volatile_rx: watch::Receiver<Option<QueuedPackets>>,
-}
-
-impl InternalRx {
-    fn new(
-        buffered_rx: Receiver<QueuedPackets>,
-        volatile_rx: watch::Receiver<Option<QueuedPackets>>,
-    ) -> Self {
-        Self {
-            buffered_rx,
-            peeked_packet: None,
-            volatile_rx,
-        }
-    }
+    /// Switchboard patch: boxed, so that a socket holds 8 bytes for it rather than 176.
+    pub peeked_packet: Option<Box<PacketBuf>>,
 }
 
 /// A [`Socket`] represents a client connection to the server.
@@ -208,26 +203,20 @@ where
     /// Whether the socket is currently upgrading to a new transport.
     upgrading: AtomicBool,
 
-    /// Channel to send [`PacketBuf`] to the connection
-    ///
-    /// It is used and managed by the [`EngineIo`](crate::engine) struct depending on the transport type
+    /// The right to read [`Socket::queue`].
     ///
     /// It is locked if [`EngineIo`](crate::engine) is currently reading from it :
     /// * In case of polling transport it will be locked and released for each request
     /// * In case of websocket transport it will always be locked until the connection is closed
     ///
     /// Closing behavior is driven by the [`Socket::cancellation_token`].
-    ///
-    /// The channel is made of a [`SmallVec`] of [`Packet`]s so that adjacent packets can be sent atomically.
     pub(crate) internal_rx: Mutex<InternalRx>,
 
-    /// Channel to send [PacketBuf] to the internal connection
-    pub(crate) internal_tx: mpsc::Sender<QueuedPackets>,
-
-    /// Channel to send volatile [PacketBuf]s that bypass the internal buffer.
-    /// Uses a [`watch`](tokio::sync::watch) channel so only the latest volatile
-    /// message is retained; subsequent volatile sends overwrite the previous one.
-    volatile_tx: watch::Sender<Option<QueuedPackets>>,
+    /// The packets on their way to the connection, buffered and volatile (Switchboard patch:
+    /// one inline structure instead of an mpsc and a watch channel).
+    ///
+    /// A queued item is a [`SmallVec`] of [`Packet`]s so that adjacent packets can be sent atomically.
+    pub(crate) queue: PacketQueue,
 
     /// Signals a Pong [`Packet`] (v4 protocol) or a Ping (v3 protocol) from the client to the
     /// heartbeat job. Switchboard patch: a [`Notify`] keeps at most one pending signal, as the
@@ -261,19 +250,14 @@ where
         close_fn: Box<dyn Fn(Sid, DisconnectReason) + Send + Sync>,
         supports_binary: bool,
     ) -> Self {
-        let (internal_tx, internal_rx) = mpsc::channel(config.max_buffer_size);
-        let (volatile_tx, volatile_rx) = watch::channel(None);
-
         Self {
             id: Sid::new(),
             protocol,
             transport: AtomicU8::new(transport as u8),
             upgrading: AtomicBool::new(false),
 
-            internal_rx: Mutex::new(InternalRx::new(internal_rx, volatile_rx)),
-            internal_tx,
-
-            volatile_tx,
+            internal_rx: Mutex::new(InternalRx::default()),
+            queue: PacketQueue::new(config.max_buffer_size),
 
             client_heartbeat: Notify::new(),
             cancellation_token: CancellationToken::new(),
@@ -292,7 +276,7 @@ where
         #[cfg(feature = "tracing")]
         tracing::debug!(?packet, "sending packet");
 
-        self.internal_tx
+        self.queue
             .try_send(Box::new(smallvec![packet]))
             .map_err(|p| match p {
                 TrySendError::Full(mut p) => TrySendError::Full(p.pop().unwrap()),
@@ -373,7 +357,7 @@ where
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "emitting ping");
 
-            self.internal_tx
+            self.queue
                 .try_send(Box::new(smallvec![Packet::Ping]))
                 .map_err(|_| Error::HeartbeatTimeout)?;
 
@@ -403,7 +387,7 @@ where
 
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "ping received, sending pong");
-            self.internal_tx
+            self.queue
                 .try_send(Box::new(smallvec![Packet::Pong]))
                 .map_err(|_| Error::HeartbeatTimeout)?;
         }
@@ -438,8 +422,8 @@ where
     /// If the socket is closed, the function will return a [`TrySendError::Closed`] error.
     #[inline]
     pub fn reserve(&self) -> Result<Permit<'_>, TrySendError<()>> {
-        let permit = self.internal_tx.try_reserve()?;
-        Ok(Permit { inner: permit })
+        self.queue.try_reserve()?;
+        Ok(Permit { queue: &self.queue })
     }
 
     /// Emits a message to the client.
@@ -469,12 +453,12 @@ where
     /// Returns true if the socket is closed
     /// It means that no more packets can be sent to the client
     pub fn is_closed(&self) -> bool {
-        self.internal_tx.is_closed()
+        self.queue.is_closed()
     }
 
     /// Wait for the socket to be fully closed
     pub async fn closed(&self) {
-        self.internal_tx.closed().await
+        self.queue.closed().await
     }
 
     /// Emits a binary message to the client.
@@ -542,7 +526,7 @@ where
     }
 
     pub(crate) fn send_volatile(&self, packets: PacketBuf) -> bool {
-        self.volatile_tx.send(Some(Box::new(packets))).is_ok()
+        self.queue.send_volatile(Box::new(packets))
     }
 }
 
@@ -553,7 +537,7 @@ impl<D: Default + Send + Sync + 'static> std::fmt::Debug for Socket<D> {
             .field("protocol", &self.protocol)
             .field("conn", &self.transport)
             .field("internal_rx", &self.internal_rx)
-            .field("internal_tx", &self.internal_tx)
+            .field("queue", &self.queue)
             .field("client_heartbeat", &self.client_heartbeat)
             .field("cancellation_token", &self.cancellation_token)
             .field("req_data", &self.req_parts)
@@ -601,19 +585,14 @@ where
         close_fn: Box<dyn Fn(Sid, DisconnectReason) + Send + Sync>,
         buffer_size: usize,
     ) -> (Arc<Socket<D>>, tokio::sync::mpsc::Receiver<Packet>) {
-        let (internal_tx, internal_rx) = mpsc::channel(buffer_size);
-        let (volatile_tx, volatile_rx) = watch::channel(None);
-
         let sock = Self {
             id: sid,
             protocol: ProtocolVersion::V4,
             transport: AtomicU8::new(TransportType::Websocket as u8),
             upgrading: AtomicBool::new(false),
 
-            internal_rx: Mutex::new(InternalRx::new(internal_rx, volatile_rx)),
-            internal_tx,
-
-            volatile_tx,
+            internal_rx: Mutex::new(InternalRx::default()),
+            queue: PacketQueue::new(buffer_size),
 
             client_heartbeat: Notify::new(),
             cancellation_token: CancellationToken::new(),
@@ -626,11 +605,13 @@ where
         };
         let sock = Arc::new(sock);
 
-        let (tx, rx) = mpsc::channel(buffer_size);
+        let (tx, rx) = tokio::sync::mpsc::channel(buffer_size);
         let sock_clone = sock.clone();
         tokio::spawn(async move {
-            let mut internal_rx = sock_clone.internal_rx.try_lock().unwrap();
-            while let Some(packets) = internal_rx.buffered_rx.recv().await {
+            let _internal_rx = sock_clone.internal_rx.try_lock().unwrap();
+            while let Some(packets) =
+                std::future::poll_fn(|cx| sock_clone.queue.poll_recv(cx)).await
+            {
                 for packet in *packets {
                     tx.send(packet).await.unwrap();
                 }

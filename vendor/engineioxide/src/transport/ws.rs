@@ -15,10 +15,7 @@ use std::{
 use futures_util::{FutureExt, SinkExt, StreamExt, future::Fuse};
 use http::{HeaderValue, Request, Response, StatusCode, request::Parts};
 use smallvec::smallvec;
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    sync::mpsc,
-};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::{
     WebSocketStream,
     tungstenite::{
@@ -32,14 +29,8 @@ use tokio_util::future::FutureExt as _;
 use engineioxide_core::{Packet, ProtocolVersion, Sid, Str, TransportType};
 
 use crate::{
-    DisconnectReason, Socket,
-    body::ResponseBody,
-    config::EngineIoConfig,
-    engine::EngineIo,
-    errors::Error,
-    handler::EngineIoHandler,
-    socket::{InternalRx, QueuedPackets},
-    transport::make_open_packet,
+    DisconnectReason, Socket, body::ResponseBody, config::EngineIoConfig, engine::EngineIo,
+    errors::Error, handler::EngineIoHandler, queue::PacketQueue, transport::make_open_packet,
 };
 
 /// Create a response for websocket upgrade
@@ -272,8 +263,6 @@ async fn serve_session<H: EngineIoHandler, S>(
 struct Outgoing {
     /// The rest of the packet group being written (a group is sent adjacently).
     current: Option<smallvec::IntoIter<[Packet; 2]>>,
-    /// The latest volatile group, written when the buffered channel is empty.
-    volatile: Option<QueuedPackets>,
     /// Frames were handed to the sink since the last flush.
     unflushed: bool,
     /// Switchboard patch: set when the sink first refused data (the client is not reading what
@@ -282,25 +271,20 @@ struct Outgoing {
 }
 
 impl Outgoing {
-    /// The next packet to write: the rest of the current group, then the buffered channel, then
-    /// the latest volatile group (upstream's order).
-    fn next_packet(
-        &mut self,
-        cx: &mut Context<'_>,
-        buffered_rx: &mut mpsc::Receiver<QueuedPackets>,
-    ) -> Option<Packet> {
+    /// The next packet to write: the rest of the current group, then the socket's queue
+    /// (buffered groups, then the latest volatile one: upstream's order).
+    fn next_packet(&mut self, cx: &mut Context<'_>, queue: &PacketQueue) -> Option<Packet> {
         loop {
             if let Some(packet) = self.current.as_mut().and_then(Iterator::next) {
                 return Some(packet);
             }
             // Drop the spent group now: a spilled one holds a heap buffer.
             self.current = None;
-            let packets = match buffered_rx.poll_recv(cx) {
-                Poll::Ready(Some(packets)) => packets,
-                // Empty, or closed because the session is ending.
-                Poll::Ready(None) | Poll::Pending => self.volatile.take()?,
+            // Pending when empty; `None` once closed because the session is ending.
+            let Poll::Ready(packets) = queue.poll_recv(cx) else {
+                return None;
             };
-            self.current = Some((*packets).into_iter());
+            self.current = Some((*packets?).into_iter());
         }
     }
 }
@@ -319,7 +303,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // A polling request that was in progress during the upgrade may still hold the lock.
-    let Some(mut internal_rx) = socket
+    let Some(_internal_rx) = socket
         .internal_rx
         .lock()
         .with_cancellation_token(&socket.cancellation_token)
@@ -329,12 +313,6 @@ where
         tracing::debug!(sid = %socket.id, "session closed before the ws connection started");
         return None;
     };
-    let InternalRx {
-        buffered_rx,
-        volatile_rx,
-        ..
-    } = &mut *internal_rx;
-
     let mut outgoing = Outgoing::default();
     // A client that does not read what is written to it for this long is disconnected: as long
     // as it has to answer a ping.
@@ -343,13 +321,10 @@ where
     let result = loop {
         tokio::select! {
             biased;
-            res = poll_fn(|cx| poll_connection(cx, engine, socket, ws, buffered_rx, &mut outgoing, write_deadline)) => {
+            res = poll_fn(|cx| poll_connection(cx, engine, socket, ws, &mut outgoing, write_deadline)) => {
                 break Some(res);
             }
             _ = socket.cancellation_token.cancelled() => break None,
-            Ok(()) = volatile_rx.changed() => {
-                outgoing.volatile = volatile_rx.borrow_and_update().clone();
-            }
             // The heartbeat only ends by closing the session, which the next turn sees as a
             // cancellation; a fused future stays pending once done.
             () = heartbeat.as_mut() => {}
@@ -373,8 +348,7 @@ where
             |stalled| stalled.deadline(),
         );
         let closing = async {
-            poll_fn(|cx| poll_write(cx, socket, ws, buffered_rx, &mut outgoing, write_deadline))
-                .await;
+            poll_fn(|cx| poll_write(cx, socket, ws, &mut outgoing, write_deadline)).await;
             SinkExt::close(ws).await.ok();
         };
         if tokio::time::timeout_at(deadline, closing).await.is_err() {
@@ -400,7 +374,6 @@ fn poll_connection<H: EngineIoHandler, S>(
     engine: &Arc<EngineIo<H>>,
     socket: &Arc<Socket<H::Data>>,
     ws: &mut WebSocketStream<S>,
-    buffered_rx: &mut mpsc::Receiver<QueuedPackets>,
     outgoing: &mut Outgoing,
     write_deadline: std::time::Duration,
 ) -> Poll<Result<(), Error>>
@@ -420,7 +393,7 @@ where
         }
     }
 
-    let _ = poll_write(cx, socket, ws, buffered_rx, outgoing, write_deadline);
+    let _ = poll_write(cx, socket, ws, outgoing, write_deadline);
     if let Some(stalled) = outgoing.stalled.as_mut()
         && stalled.as_mut().poll(cx).is_ready()
     {
@@ -437,7 +410,6 @@ fn poll_write<D: Default + Send + Sync + 'static, S>(
     cx: &mut Context<'_>,
     socket: &Socket<D>,
     ws: &mut WebSocketStream<S>,
-    buffered_rx: &mut mpsc::Receiver<QueuedPackets>,
     outgoing: &mut Outgoing,
     write_deadline: std::time::Duration,
 ) -> Poll<()>
@@ -456,7 +428,7 @@ where
             stall(outgoing);
             return Poll::Pending;
         };
-        let Some(packet) = outgoing.next_packet(cx, buffered_rx) else {
+        let Some(packet) = outgoing.next_packet(cx, &socket.queue) else {
             break;
         };
         let Some(msg) = packet_to_message(socket.protocol, packet) else {
@@ -608,10 +580,11 @@ where
     socket.start_upgrade();
 
     // We send a last Noop request to close a potential waiting polling request.
+    // Switchboard patch: a control packet, queued even if the buffer is full (upstream waited
+    // for room).
     socket
-        .internal_tx
-        .send(Box::new(smallvec![Packet::Noop]))
-        .await
+        .queue
+        .send_control(Box::new(smallvec![Packet::Noop]))
         .map_err(|_| Error::Upgrade)?;
 
     // wait for any current polling connection to finish by waiting for the socket to be unlocked
