@@ -309,81 +309,95 @@ where
 
     /// Runs the heartbeat until it fails, then closes the socket. Runs until cancelled otherwise;
     /// a WebSocket session drives it from its connection task (Switchboard patch).
+    ///
+    /// v4: a ping is sent every `interval` and the client is expected to answer within
+    /// `timeout`. Pings go out at the start and then every `interval` from it, as with a tokio
+    /// `Interval` (a late pong does not shift the schedule; a missed tick fires at once).
+    ///
+    /// Switchboard patch: the v4 heartbeat is this one async fn (upstream nests three), and its
+    /// only timer is one inline [`Sleep`](tokio::time::Sleep), reset for each wait (upstream's
+    /// `Interval` boxed a timer of its own beside the `timeout`'s). The heartbeat lives as long
+    /// as its socket, so its state is per-connection memory.
     pub(crate) async fn heartbeat(self: Arc<Self>, interval: Duration, timeout: Duration) {
-        if let Err(_e) = self.heartbeat_job(interval, timeout).await {
-            self.close(DisconnectReason::HeartbeatTimeout);
-            #[cfg(feature = "tracing")]
-            tracing::debug!(id = ?self.id, "heartbeat error: {_e}");
+        let mut timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+        #[cfg(feature = "v3")]
+        if self.protocol == ProtocolVersion::V3 {
+            if let Err(_e) = self.heartbeat_job_v3(timer, interval, timeout).await {
+                self.heartbeat_failed(&_e);
+            }
+            return;
         }
-    }
 
-    /// Heartbeat is sent every `interval` milliseconds by the client and the server `is` expected to respond within `timeout` milliseconds.
-    ///
-    /// If the client or server does not respond within the timeout, the connection is closed.
-    #[cfg(feature = "v3")]
-    async fn heartbeat_job(&self, interval: Duration, timeout: Duration) -> Result<(), Error> {
-        match self.protocol {
-            ProtocolVersion::V3 => self.heartbeat_job_v3(interval, timeout).await,
-            ProtocolVersion::V4 => self.heartbeat_job_v4(interval, timeout).await,
-        }
-    }
-
-    /// Heartbeat is sent every `interval` milliseconds and the client is expected to respond within `timeout` milliseconds.
-    ///
-    /// If the client does not respond within the timeout, the connection is closed.
-    #[cfg(not(feature = "v3"))]
-    async fn heartbeat_job(&self, interval: Duration, timeout: Duration) -> Result<(), Error> {
-        self.heartbeat_job_v4(interval, timeout).await
-    }
-
-    /// Heartbeat is sent every `interval` milliseconds and the client is expected to respond within `timeout` milliseconds.
-    ///
-    /// If the client does not respond within the timeout, the connection is closed.
-    async fn heartbeat_job_v4(&self, interval: Duration, timeout: Duration) -> Result<(), Error> {
         #[cfg(feature = "tracing")]
         tracing::debug!(sid = ?self.id, "heartbeat sender routine started");
 
-        let mut interval_tick = tokio::time::interval(interval);
-        interval_tick.tick().await;
+        let mut next_tick = tokio::time::Instant::now();
         // Some clients send the pong packet in first. If that happens, we should consume it.
         self.client_heartbeat.notified().now_or_never();
         loop {
+            next_tick += interval;
             // If we are currently upgrading we should pause the heartbeat process
             if self.is_upgrading() {
-                interval_tick.tick().await;
+                timer.as_mut().reset(next_tick);
+                timer.as_mut().await;
                 continue;
             }
 
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "emitting ping");
 
-            self.queue
+            if self
+                .queue
                 .try_send(Box::new(smallvec![Packet::Ping]))
-                .map_err(|_| Error::HeartbeatTimeout)?;
+                .is_err()
+            {
+                break;
+            }
 
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "waiting for pong");
 
-            tokio::time::timeout(timeout, self.client_heartbeat.notified())
-                .await
-                .map_err(|_| Error::HeartbeatTimeout)?;
+            timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+            tokio::select! {
+                biased;
+                () = self.client_heartbeat.notified() => {}
+                () = timer.as_mut() => break,
+            }
 
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "pong received");
 
-            interval_tick.tick().await;
+            timer.as_mut().reset(next_tick);
+            timer.as_mut().await;
         }
+        self.heartbeat_failed(&Error::HeartbeatTimeout);
+    }
+
+    fn heartbeat_failed(&self, _e: &Error) {
+        self.close(DisconnectReason::HeartbeatTimeout);
+        #[cfg(feature = "tracing")]
+        tracing::debug!(id = ?self.id, "heartbeat error: {_e}");
     }
 
     #[cfg(feature = "v3")]
-    async fn heartbeat_job_v3(&self, interval: Duration, timeout: Duration) -> Result<(), Error> {
+    async fn heartbeat_job_v3(
+        &self,
+        mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Result<(), Error> {
         #[cfg(feature = "tracing")]
         tracing::debug!(sid = ?self.id, "heartbeat receiver routine started");
 
         loop {
-            tokio::time::timeout(interval + timeout, self.client_heartbeat.notified())
-                .await
-                .map_err(|_| Error::HeartbeatTimeout)?;
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + interval + timeout);
+            tokio::select! {
+                biased;
+                () = self.client_heartbeat.notified() => {}
+                () = timer.as_mut() => return Err(Error::HeartbeatTimeout),
+            }
 
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "ping received, sending pong");
