@@ -50,9 +50,10 @@ test: test-deps ## cargo test --workspace against real Postgres / Redis (started
 	@# Throwaway databases of earlier runs (sb_test_*) would otherwise pile up.
 	SWITCHBOARD_DATABASE_URL="$(SWITCHBOARD_TEST_DATABASE_URL)" RUST_LOG=warn cargo run -q --bin switchboard-migrate -- drop-test-databases
 	cargo test --workspace --no-fail-fast
-	@# The patched engineioxide and socketioxide (vendor/, not workspace members) run their own suites too.
+	@# The patched engineioxide, socketioxide and tungstenite (vendor/, not workspace members) run their own suites too.
 	cargo test --manifest-path vendor/engineioxide/Cargo.toml --all-features --target-dir target/vendor
 	cargo test --manifest-path vendor/socketioxide/Cargo.toml --all-features --target-dir target/vendor
+	cargo test --manifest-path vendor/tungstenite/Cargo.toml --lib --target-dir target/vendor
 
 lint: ## rustfmt check and clippy with warnings as errors (both run; fails if either fails)
 	@status=0; \
