@@ -209,7 +209,7 @@ async fn render(core: &Core, ns: &str, event: &CoreEvent<'_>) -> Vec<Emission> {
             });
             let mut e = Emission::new(
                 ns,
-                contacts.iter().map(|c| user_room(c)).collect(),
+                contacts.iter().map(user_room).collect(),
                 "presence:update",
                 data,
             );
