@@ -4,16 +4,17 @@
 //! engineioxide keeps a clone of the handshake's parts (headers and URI) for the socket's whole
 //! life, so each open socket pinned that buffer. [`compact_engine_io_head`] copies the head of
 //! every Engine.IO request into one exactly sized allocation first: the same headers in the same
-//! order, the same URI (and axum's `OriginalUri`, which the router cloned from hyper's). Of the
-//! extensions it keeps only what is read after routing: the peer's address, hyper's upgrade
-//! handle and HTTP/2's protocol; axum's routing state (its URL parameters: ≈ 350 bytes) would
-//! otherwise stay with every socket too (docs/benchmarks §18, §23).
+//! order, the same URI. Of the extensions it keeps only what is read after routing: the peer's
+//! address (the handshake reads it) and hyper's upgrade handle (engineioxide upgrades with it).
+//! axum's routing state (its URL parameters: ≈ 350 bytes), its `OriginalUri` and HTTP/2's
+//! protocol, which nothing reads, would otherwise stay with every socket too, each boxed in a
+//! larger map (docs/benchmarks §18, §23, §26).
 
 use std::net::SocketAddr;
 
 use axum::{
     body::Bytes,
-    extract::{ConnectInfo, OriginalUri, Request},
+    extract::{ConnectInfo, Request},
     http::{HeaderMap, HeaderValue, Uri},
 };
 
@@ -42,13 +43,6 @@ pub fn compact_head<B>(req: ::http::Request<B>) -> ::http::Request<B> {
     }
     let buf = Bytes::from(buf);
     if let Ok(compact) = Uri::from_maybe_shared(buf.slice(..uri.len())) {
-        if let Some(OriginalUri(original)) = parts.extensions.get_mut::<OriginalUri>() {
-            if *original == parts.uri {
-                *original = compact.clone();
-            } else if let Ok(copy) = Uri::from_maybe_shared(Bytes::from(original.to_string())) {
-                *original = copy;
-            }
-        }
         parts.uri = compact;
     }
     let mut headers = HeaderMap::with_capacity(parts.headers.len());
@@ -66,7 +60,8 @@ pub fn compact_head<B>(req: ::http::Request<B>) -> ::http::Request<B> {
     ::http::Request::from_parts(parts, body)
 }
 
-/// The extensions an Engine.IO request needs after routing (the rest is axum's routing state).
+/// The extensions an Engine.IO request needs after routing: the peer's address and hyper's
+/// upgrade handle.
 fn kept_extensions(all: &mut ::http::Extensions) -> ::http::Extensions {
     let mut kept = ::http::Extensions::new();
     if let Some(peer) = all.remove::<ConnectInfo<SocketAddr>>() {
@@ -75,17 +70,13 @@ fn kept_extensions(all: &mut ::http::Extensions) -> ::http::Extensions {
     if let Some(upgrade) = all.remove::<hyper::upgrade::OnUpgrade>() {
         kept.insert(upgrade);
     }
-    if let Some(protocol) = all.remove::<hyper::ext::Protocol>() {
-        kept.insert(protocol);
-    }
-    if let Some(original) = all.remove::<OriginalUri>() {
-        kept.insert(original);
-    }
     kept
 }
 
 #[cfg(test)]
 mod tests {
+    use axum::extract::OriginalUri;
+
     use super::*;
 
     #[test]
@@ -124,7 +115,10 @@ mod tests {
             req.extensions().get::<ConnectInfo<SocketAddr>>().unwrap().0,
             peer
         );
-        assert_eq!(req.extensions().get::<OriginalUri>().unwrap().0, before_uri);
+        assert!(
+            req.extensions().get::<OriginalUri>().is_none(),
+            "nothing reads the original URI after routing"
+        );
     }
 
     #[test]
