@@ -63,27 +63,23 @@ impl PacketQueue {
         &self,
         packets: QueuedPackets,
     ) -> Result<(), TrySendError<QueuedPackets>> {
-        let mut state = self.lock();
-        if state.closed {
-            return Err(TrySendError::Closed(packets));
+        let state = self.lock();
+        match state.room_for_one(self.capacity) {
+            Ok(()) => push(state, packets),
+            Err(TrySendError::Full(())) => return Err(TrySendError::Full(packets)),
+            Err(TrySendError::Closed(())) => return Err(TrySendError::Closed(packets)),
         }
-        if state.buffered.len() + state.reserved >= self.capacity {
-            return Err(TrySendError::Full(packets));
-        }
-        state.buffered.push_back(packets);
-        wake_consumer(state);
         Ok(())
     }
 
     /// Queues `packets` whether or not the buffer has room: for the transport's own control
     /// packets, which must not wait behind a full buffer. Dropped if the queue is closed.
     pub(crate) fn send_control(&self, packets: QueuedPackets) -> Result<(), QueuedPackets> {
-        let mut state = self.lock();
+        let state = self.lock();
         if state.closed {
             return Err(packets);
         }
-        state.buffered.push_back(packets);
-        wake_consumer(state);
+        push(state, packets);
         Ok(())
     }
 
@@ -91,12 +87,7 @@ impl PacketQueue {
     /// or given back with [`PacketQueue::release`].
     pub(crate) fn try_reserve(&self) -> Result<(), TrySendError<()>> {
         let mut state = self.lock();
-        if state.closed {
-            return Err(TrySendError::Closed(()));
-        }
-        if state.buffered.len() + state.reserved >= self.capacity {
-            return Err(TrySendError::Full(()));
-        }
+        state.room_for_one(self.capacity)?;
         state.reserved += 1;
         Ok(())
     }
@@ -106,11 +97,9 @@ impl PacketQueue {
     pub(crate) fn send_reserved(&self, packets: QueuedPackets) {
         let mut state = self.lock();
         state.reserved -= 1;
-        if state.closed {
-            return;
+        if !state.closed {
+            push(state, packets);
         }
-        state.buffered.push_back(packets);
-        wake_consumer(state);
     }
 
     /// Gives back a place reserved earlier and not used.
@@ -172,6 +161,26 @@ impl PacketQueue {
             notified.await;
         }
     }
+}
+
+impl QueueState {
+    /// Whether one more group fits: the queue is open and, counting reserved places, under
+    /// `capacity`.
+    fn room_for_one(&self, capacity: usize) -> Result<(), TrySendError<()>> {
+        if self.closed {
+            Err(TrySendError::Closed(()))
+        } else if self.buffered.len() + self.reserved >= capacity {
+            Err(TrySendError::Full(()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Queues `packets` behind the others and wakes the consumer.
+fn push(mut state: MutexGuard<'_, QueueState>, packets: QueuedPackets) {
+    state.buffered.push_back(packets);
+    wake_consumer(state);
 }
 
 /// Wakes the consumer, after the lock is released (the woken task may take it at once).
