@@ -15,6 +15,7 @@
 //! holds the users active in the last TTL or two, not every user the node has seen.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher, RandomState};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,65 +23,120 @@ use switchboard_common::RoomKey;
 
 use crate::core::Action;
 
-/// Beyond this many users remembered, start again from empty (a bound, not an eviction policy:
-/// a node serving more active users than this simply asks more often).
+/// Beyond this many (user, room) decisions remembered, start again from empty (a bound, not an
+/// eviction policy: a node serving more active users than this simply asks more often).
+const MAX_GRANTS: usize = 400_000;
+
+/// Beyond this many users' contact lists remembered, start again from empty.
 const MAX_USERS: usize = 200_000;
 
 /// The payload of an invalidation that concerns every user (a room was re-parented).
 pub const EVERYONE: &str = "*";
 
-/// Per user, per room: until when each action is known to be allowed. Keyed room by room (not
-/// by `(room, action)`) so that a lookup borrows the room instead of cloning it on every event.
-type AllowedUntil = HashMap<String, HashMap<RoomKey, Vec<(Action, Instant)>>>;
-/// Per user: their contacts, and until when that list may be used.
-type ContactsUntil = HashMap<String, (Arc<Contacts>, Instant)>;
+/// How many [`Action`]s there are: one expiry slot each in a [`Grant`].
+const ACTIONS: usize = Action::Moderate as usize + 1;
 
-/// A user's contacts, packed: their ids end to end in one string, and where each ends.
+/// One user's decisions in one room, keyed by the user and the room packed in one string (one
+/// allocation per entry where nested maps took five: docs/benchmarks/README.md §27).
+///
+/// It hashes and compares part by part, as [`GrantLookup`] does, so that a lookup borrows the
+/// user and the room instead of packing them on every event.
+#[derive(Debug, PartialEq, Eq)]
+struct GrantKey {
+    /// The user's id, the room's kind and the room's id, end to end.
+    packed: Box<str>,
+    user_end: u32,
+    kind_end: u32,
+}
+
+impl GrantKey {
+    fn new(user: &str, room: &RoomKey) -> Option<Self> {
+        let user_end = u32::try_from(user.len()).ok()?;
+        let kind_end = u32::try_from(user.len() + room.kind.len()).ok()?;
+        let packed = [user, &room.kind, &room.id].concat().into_boxed_str();
+        Some(Self {
+            packed,
+            user_end,
+            kind_end,
+        })
+    }
+
+    fn parts(&self) -> (&str, &str, &str) {
+        let (user_end, kind_end) = (self.user_end as usize, self.kind_end as usize);
+        (
+            &self.packed[..user_end],
+            &self.packed[user_end..kind_end],
+            &self.packed[kind_end..],
+        )
+    }
+}
+
+impl Hash for GrantKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let (user, kind, id) = self.parts();
+        (user, kind, id).hash(state);
+    }
+}
+
+/// A borrowed (user, room): what [`AuthzCache::is_allowed`] looks up.
+#[derive(Hash)]
+struct GrantLookup<'a>(&'a str, &'a str, &'a str);
+
+impl<'a> GrantLookup<'a> {
+    fn new(user: &'a str, room: &'a RoomKey) -> Self {
+        Self(user, &room.kind, &room.id)
+    }
+}
+
+impl hashbrown::Equivalent<GrantKey> for GrantLookup<'_> {
+    fn equivalent(&self, key: &GrantKey) -> bool {
+        key.parts() == (self.0, self.1, self.2)
+    }
+}
+
+/// Until when each action is known to be allowed, in milliseconds since the cache's epoch
+/// (0: not known).
+type Grant = [u64; ACTIONS];
+
+/// Per user: their contacts, and until when that list may be used.
+type ContactsUntil = HashMap<Box<str>, (Contacts, Instant)>;
+
+/// A user's contacts, packed: their ids in one shared string, each followed by a NUL.
 ///
 /// Every node remembers the contacts of every user whose presence changed anywhere in the
 /// cluster (it addresses its own sockets of those contacts), so a list is per-user memory on
-/// each node: packed, it is one allocation for the ids instead of one each, with no spare
-/// capacity (docs/benchmarks/README.md §26).
-#[derive(Debug)]
-pub struct Contacts {
-    ids: Box<str>,
-    ends: Box<[u32]>,
-}
+/// each node: packed, it is one allocation (docs/benchmarks/README.md §26, §27). An id never
+/// holds a NUL: ids are checked when created (`check_id`), and Postgres text cannot store one.
+#[derive(Debug, Clone)]
+pub struct Contacts(Arc<str>);
 
 impl Contacts {
     pub fn iter(&self) -> impl Iterator<Item = &str> {
-        let mut start = 0;
-        self.ends.iter().map(move |&end| {
-            let id = &self.ids[start..end as usize];
-            start = end as usize;
-            id
-        })
+        self.0.split_terminator('\0')
     }
 }
 
 impl FromIterator<String> for Contacts {
     fn from_iter<I: IntoIterator<Item = String>>(ids: I) -> Self {
         let mut packed = String::new();
-        let mut ends = Vec::new();
-        for id in ids {
+        // An empty id or one holding a NUL cannot be a user's (see above) and would not read
+        // back as itself: left out.
+        for id in ids
+            .into_iter()
+            .filter(|id| !id.is_empty() && !id.contains('\0'))
+        {
             packed.push_str(&id);
-            // Cut rather than wrapped past 4 GiB of ids (a gRPC answer is far smaller).
-            let Ok(end) = u32::try_from(packed.len()) else {
-                packed.truncate(ends.last().copied().unwrap_or(0) as usize);
-                break;
-            };
-            ends.push(end);
+            packed.push('\0');
         }
-        Self {
-            ids: packed.into_boxed_str(),
-            ends: ends.into_boxed_slice(),
-        }
+        Self(packed.into())
     }
 }
 
 pub struct AuthzCache {
     ttl: Duration,
-    allowed: Mutex<AllowedUntil>,
+    /// What `Grant`s count their milliseconds from.
+    epoch: Instant,
+    allowed: Mutex<hashbrown::HashMap<GrantKey, Grant, RandomState>>,
     contacts: Mutex<ContactsUntil>,
 }
 
@@ -88,13 +144,19 @@ impl AuthzCache {
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
-            allowed: Mutex::default(),
+            epoch: Instant::now(),
+            allowed: Mutex::new(hashbrown::HashMap::with_hasher(RandomState::new())),
             contacts: Mutex::default(),
         }
     }
 
     pub fn enabled(&self) -> bool {
         !self.ttl.is_zero()
+    }
+
+    /// Milliseconds since the cache's epoch, from 1 (0 is "not known" in a `Grant`).
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX) + 1
     }
 
     /// True when `user` was allowed `action` in `room` less than the TTL ago.
@@ -104,33 +166,34 @@ impl AuthzCache {
         }
         let allowed = self.allowed.lock().expect("authz cache lock");
         allowed
-            .get(user)
-            .and_then(|rooms| rooms.get(room))
-            .and_then(|actions| actions.iter().find(|(a, _)| *a == action))
-            .is_some_and(|(_, expires)| *expires > Instant::now())
+            .get(&GrantLookup::new(user, room))
+            .is_some_and(|grant| grant[action as usize] > self.now_ms())
     }
 
     pub fn remember_allowed(&self, user: &str, room: &RoomKey, action: Action) {
         if !self.enabled() {
             return;
         }
+        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let expires = self.now_ms().saturating_add(ttl_ms);
         let mut allowed = self.allowed.lock().expect("authz cache lock");
-        if allowed.len() >= MAX_USERS && !allowed.contains_key(user) {
+        if let Some(grant) = allowed.get_mut(&GrantLookup::new(user, room)) {
+            grant[action as usize] = expires;
+            return;
+        }
+        // Ids this long are refused before any decision is asked for: nothing to remember.
+        let Some(key) = GrantKey::new(user, room) else {
+            return;
+        };
+        if allowed.len() >= MAX_GRANTS {
             allowed.clear();
         }
-        let expires = Instant::now() + self.ttl;
-        let actions = allowed
-            .entry(user.to_string())
-            .or_default()
-            .entry(room.clone())
-            .or_default();
-        match actions.iter_mut().find(|(a, _)| *a == action) {
-            Some(known) => known.1 = expires,
-            None => actions.push((action, expires)),
-        }
+        let mut grant = [0; ACTIONS];
+        grant[action as usize] = expires;
+        allowed.insert(key, grant);
     }
 
-    pub fn contacts(&self, user: &str) -> Option<Arc<Contacts>> {
+    pub fn contacts(&self, user: &str) -> Option<Contacts> {
         let contacts = self.contacts.lock().expect("contacts cache lock");
         contacts
             .get(user)
@@ -138,7 +201,7 @@ impl AuthzCache {
             .map(|(c, _)| c.clone())
     }
 
-    pub fn remember_contacts(&self, user: &str, list: Arc<Contacts>) {
+    pub fn remember_contacts(&self, user: &str, list: Contacts) {
         if !self.enabled() {
             return;
         }
@@ -146,21 +209,16 @@ impl AuthzCache {
         if contacts.len() >= MAX_USERS && !contacts.contains_key(user) {
             contacts.clear();
         }
-        contacts.insert(user.to_string(), (list, Instant::now() + self.ttl));
+        contacts.insert(user.into(), (list, Instant::now() + self.ttl));
     }
 
-    /// Drops what has expired: decisions, rooms and users left without any, contact lists.
+    /// Drops what has expired: (user, room) entries without a live decision, contact lists.
     pub fn forget_expired(&self) {
-        let now = Instant::now();
+        let now_ms = self.now_ms();
         let mut allowed = self.allowed.lock().expect("authz cache lock");
-        allowed.retain(|_, rooms| {
-            rooms.retain(|_, actions| {
-                actions.retain(|(_, expires)| *expires > now);
-                !actions.is_empty()
-            });
-            !rooms.is_empty()
-        });
+        allowed.retain(|_, grant| grant.iter().any(|&expires| expires > now_ms));
         drop(allowed);
+        let now = Instant::now();
         let mut contacts = self.contacts.lock().expect("contacts cache lock");
         contacts.retain(|_, (_, expires)| *expires > now);
     }
@@ -168,20 +226,25 @@ impl AuthzCache {
     /// How many users have decisions and contact lists remembered.
     #[cfg(test)]
     fn users_remembered(&self) -> (usize, usize) {
-        let allowed = self.allowed.lock().expect("authz cache lock").len();
+        let allowed = self.allowed.lock().expect("authz cache lock");
+        let users: std::collections::HashSet<&str> =
+            allowed.keys().map(|key| key.parts().0).collect();
         (
-            allowed,
+            users.len(),
             self.contacts.lock().expect("contacts cache lock").len(),
         )
     }
 
     /// Forgets one user's decisions, or everyone's for [`EVERYONE`]; and every contact list.
+    ///
+    /// One user's are found by a pass over every entry: changes of role or membership are rare
+    /// next to the lookups, which one map keyed by (user, room) makes a single probe.
     pub fn forget(&self, user: &str) {
         let mut allowed = self.allowed.lock().expect("authz cache lock");
         if user == EVERYONE {
             allowed.clear();
         } else {
-            allowed.remove(user);
+            allowed.retain(|key, _| key.parts().0 != user);
         }
         drop(allowed);
         self.contacts.lock().expect("contacts cache lock").clear();
@@ -207,6 +270,10 @@ mod tests {
         assert!(cache.is_allowed("u", &chat, Action::Send));
         cache.forget("u");
         assert!(!cache.is_allowed("u", &chat, Action::Send));
+        // The same characters end to end, split differently, are another user's other room.
+        cache.remember_allowed("ab", &RoomKey::new("chat", "c"), Action::Send);
+        assert!(!cache.is_allowed("a", &RoomKey::new("bchat", "c"), Action::Send));
+        assert!(!cache.is_allowed("abchat", &RoomKey::new("", "c"), Action::Send));
         cache.remember_allowed("u", &chat, Action::Send);
         cache.forget(EVERYONE);
         assert!(!cache.is_allowed("u", &chat, Action::Send));
@@ -214,17 +281,19 @@ mod tests {
 
     #[test]
     fn a_packed_contact_list_gives_back_every_id_in_order() {
-        let ids = ["a", "", "bc", "user-ü-1"].map(String::from);
+        let ids = ["a", "bc", "user-ü-1"].map(String::from);
         let packed = Contacts::from_iter(ids.clone());
         assert!(packed.iter().eq(ids.iter().map(String::as_str)));
         assert_eq!(Contacts::from_iter([]).iter().count(), 0);
+        let impossible = ["", "a\0b", "c"].map(String::from);
+        assert!(Contacts::from_iter(impossible).iter().eq(["c"]));
     }
 
     #[test]
     fn contacts_are_forgotten_on_any_change() {
         let cache = AuthzCache::new(Duration::from_secs(30));
         assert!(cache.contacts("u").is_none());
-        cache.remember_contacts("u", Arc::new(Contacts::from_iter(["v".to_string()])));
+        cache.remember_contacts("u", Contacts::from_iter(["v".to_string()]));
         assert!(cache.contacts("u").unwrap().iter().eq(["v"]));
         cache.forget("someone-else");
         assert!(cache.contacts("u").is_none());
@@ -247,14 +316,14 @@ mod tests {
         let chat = RoomKey::new("chat", "1");
         let short = AuthzCache::new(Duration::from_millis(1));
         short.remember_allowed("gone", &chat, Action::Send);
-        short.remember_contacts("gone", Arc::new(Contacts::from_iter(["v".to_string()])));
+        short.remember_contacts("gone", Contacts::from_iter(["v".to_string()]));
         std::thread::sleep(Duration::from_millis(5));
         short.forget_expired();
         assert_eq!(short.users_remembered(), (0, 0));
 
         let long = AuthzCache::new(Duration::from_secs(30));
         long.remember_allowed("u", &chat, Action::Send);
-        long.remember_contacts("u", Arc::new(Contacts::from_iter(["v".to_string()])));
+        long.remember_contacts("u", Contacts::from_iter(["v".to_string()]));
         long.forget_expired();
         assert_eq!(long.users_remembered(), (1, 1));
         assert!(long.is_allowed("u", &chat, Action::Send));

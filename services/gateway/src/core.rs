@@ -1113,7 +1113,7 @@ impl Core {
     }
 
     /// The users who share a room with `user_id` (remembered for a while, see [`crate::authz`]).
-    pub async fn contacts(&self, user_id: &str) -> Result<Arc<Contacts>, DomainError> {
+    pub async fn contacts(&self, user_id: &str) -> Result<Contacts, DomainError> {
         if let Some(known) = self.authz.contacts(user_id) {
             return Ok(known);
         }
@@ -1128,7 +1128,7 @@ impl Core {
                 self.clients.membership.clone().list_contacts(req),
             )
             .await?;
-        let contacts = Arc::new(r.user_ids.into_iter().collect::<Contacts>());
+        let contacts = r.user_ids.into_iter().collect::<Contacts>();
         self.authz.remember_contacts(user_id, contacts.clone());
         Ok(contacts)
     }
