@@ -415,7 +415,7 @@ impl Core {
         let kind = event.room_kind();
         let mut ok = true;
         for m in &self.mounts {
-            if namespace.is_some_and(|n| n != m.namespace) {
+            if namespace.is_some_and(|n| n != &*m.namespace) {
                 continue;
             }
             if kind.is_some_and(|k| !m.dialect.room_kinds().contains(&k)) {

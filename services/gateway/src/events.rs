@@ -81,9 +81,8 @@ impl EventCx {
 /// A socket's events are handled one after the other, in the order they arrived (socketioxide
 /// runs each handler as its own task): a `typing:stop` never overtakes its `typing:start`, and
 /// two sends from one socket are stored in the order they were sent.
-pub(crate) fn register(gw: &Arc<Gateway>, s: &SocketRef<Adapter>, user_id: &str, mount: &Mount) {
-    let user: Arc<str> = Arc::from(user_id);
-    let namespace: Arc<str> = Arc::from(mount.namespace.as_str());
+pub(crate) fn register(gw: &Arc<Gateway>, s: &SocketRef<Adapter>, user: Arc<str>, mount: &Mount) {
+    let namespace = mount.namespace.clone();
     let dialect = mount.dialect.clone();
     let budget = Budget {
         per_second: gw.config.socket_events_per_second,

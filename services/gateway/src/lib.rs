@@ -40,7 +40,7 @@ use socketioxide::{
     SocketIo,
     extract::{SocketRef, TryData},
     handler::ConnectHandler,
-    socket::DisconnectReason,
+    socket::{DisconnectReason, Sid},
 };
 use socketioxide_redis::RedisAdapterCtr;
 use switchboard_common::ErrorCode;
@@ -62,8 +62,8 @@ use crate::{
 /// A socket this node holds, for presence refreshes.
 #[derive(Debug, Clone)]
 struct LocalSocket {
-    namespace: String,
-    user_id: String,
+    namespace: Arc<str>,
+    user_id: Arc<str>,
     /// Its namespace's presence TTL (0: the presence service's default).
     presence_ttl_ms: i64,
     /// The private id of its recovery session (none when recovery is off).
@@ -79,14 +79,14 @@ pub struct Gateway {
     pub redis: fred::prelude::Client,
     pub(crate) files: files::FileStore,
     draining: AtomicBool,
-    sockets: Mutex<HashMap<String, LocalSocket>>,
+    sockets: Mutex<HashMap<Sid, LocalSocket>>,
     /// Sockets whose handshake was refused by a contract that says so after connecting, with
     /// what they are told (taken by the connect handler right after the middleware).
-    refused: Mutex<HashMap<String, dialect::Emit>>,
+    refused: Mutex<HashMap<Sid, dialect::Emit>>,
     recovery: Recovery,
     /// Sockets whose session was recovered at the handshake, with what they are replayed (taken
     /// by the connect handler).
-    replays: Mutex<HashMap<String, Replay>>,
+    replays: Mutex<HashMap<Sid, Replay>>,
     /// Handshakes that recorded presence and whose socket is not yet in its namespace.
     pub(crate) handshakes: handshakes::Handshakes,
     /// Limits the gRPC calls made in bulk behind the clients' backs (see
@@ -171,7 +171,7 @@ impl Gateway {
         identity: &Identity,
         claim: Option<Claim>,
     ) -> Result<(), AuthFailure> {
-        let namespace = mount.namespace.as_str();
+        let namespace = &*mount.namespace;
         let presence_ttl_ms = mount
             .dialect
             .presence_ttl()
@@ -237,41 +237,39 @@ impl Gateway {
         } else {
             None
         };
-        events::register(self, s, &identity.user_id, mount);
+        // One copy of the user's id for the socket's registry entry and its event handler; the
+        // namespace's is the mount's.
+        let user: Arc<str> = Arc::from(identity.user_id.as_str());
+        events::register(self, s, user.clone(), mount);
         self.metrics.connections.inc();
         self.sockets.lock().expect("socket registry").insert(
-            s.id.to_string(),
+            s.id,
             LocalSocket {
-                namespace: namespace.to_string(),
-                user_id: identity.user_id.clone(),
+                namespace: mount.namespace.clone(),
+                user_id: user,
                 presence_ttl_ms,
                 pid,
             },
         );
         let gw = self.clone();
-        let ns = namespace.to_string();
-        let user = identity.user_id.clone();
         s.on_disconnect(
             move |s: SocketRef<Adapter>, reason: DisconnectReason| async move {
                 gw.metrics.connections.dec();
                 // The variant's name: a stable label (the Display text is a sentence).
                 gw.metrics.disconnect(&format!("{reason:?}"));
-                let local = gw
-                    .sockets
-                    .lock()
-                    .expect("socket registry")
-                    .remove(&s.id.to_string());
-                gw.replays
-                    .lock()
-                    .expect("replays")
-                    .remove(&s.id.to_string());
-                if let Some(pid) = local.and_then(|l| l.pid) {
+                let local = gw.sockets.lock().expect("socket registry").remove(&s.id);
+                gw.replays.lock().expect("replays").remove(&s.id);
+                // Registered before this handler was set, and removed only here.
+                let Some(local) = local else {
+                    return;
+                };
+                if let Some(pid) = &local.pid {
                     gw.recovery
-                        .closed(&gw.redis, &pid, recoverable(reason))
+                        .closed(&gw.redis, pid, recoverable(reason))
                         .await;
                 }
                 let req = pp::RemoveSocketRequest {
-                    socket: Some(gw.socket_ref(&ns, &s, &user)),
+                    socket: Some(gw.socket_ref(&local.namespace, &s, &local.user_id)),
                 };
                 let Ok(_in_flight) = gw.background_calls.acquire().await else {
                     return;
@@ -298,7 +296,7 @@ impl Gateway {
             .sockets
             .lock()
             .expect("socket registry")
-            .get(&s.id.to_string())
+            .get(&s.id)
             .cloned()
         else {
             return;
@@ -335,7 +333,7 @@ impl Gateway {
         self.sockets
             .lock()
             .expect("socket registry")
-            .get(&s.id.to_string())
+            .get(&s.id)
             .and_then(|l| l.pid.clone())
     }
 
@@ -357,9 +355,9 @@ impl Gateway {
                 .entry(s.presence_ttl_ms)
                 .or_default()
                 .push(pp::SocketRef {
-                    namespace: s.namespace.clone(),
-                    user_id: s.user_id.clone(),
-                    socket_id: id.clone(),
+                    namespace: s.namespace.to_string(),
+                    user_id: s.user_id.to_string(),
+                    socket_id: id.to_string(),
                 });
         }
         by_ttl
@@ -423,7 +421,7 @@ async fn mount_dialect(
                         gw.refused
                             .lock()
                             .expect("refused handshakes")
-                            .insert(s.id.to_string(), notice);
+                            .insert(s.id, notice);
                         return Ok(());
                     }
                     Err(HandshakeRefused(dialect.refusal(why)))
@@ -438,31 +436,23 @@ async fn mount_dialect(
         let dialect = mount.dialect.clone();
         let gw = connect_gw.clone();
         async move {
-            let refused = gw
-                .refused
-                .lock()
-                .expect("refused handshakes")
-                .remove(&s.id.to_string());
+            let refused = gw.refused.lock().expect("refused handshakes").remove(&s.id);
             if let Some(notice) = refused {
                 let _ = s.emit(notice.event, &notice.data);
                 s.disconnect().ok();
                 return;
             }
-            let user = gw
+            let user: Option<(Arc<str>, Arc<str>)> = gw
                 .sockets
                 .lock()
                 .expect("socket registry")
-                .get(&s.id.to_string())
+                .get(&s.id)
                 .map(|e| (e.namespace.clone(), e.user_id.clone()));
             let Some((namespace, user)) = user else {
                 return;
             };
             gw.handshakes.end(&namespace, &user, s.id.as_str());
-            let replay = gw
-                .replays
-                .lock()
-                .expect("replays")
-                .remove(&s.id.to_string());
+            let replay = gw.replays.lock().expect("replays").remove(&s.id);
             if let Some(replay) = replay {
                 gw.replay(&s, replay).await;
             }
@@ -473,7 +463,8 @@ async fn mount_dialect(
             }
         }
     };
-    io.ns(namespace, on_connect.with(middleware)).await?;
+    io.ns(namespace.to_string(), on_connect.with(middleware))
+        .await?;
     Ok(())
 }
 
@@ -529,7 +520,7 @@ pub async fn run(
             );
         }
     }
-    let namespaces = mounts.iter().map(|m| m.namespace.clone()).collect();
+    let namespaces = mounts.iter().map(|m| m.namespace.to_string()).collect();
     let recovery = Recovery::new(
         &config.redis_prefix,
         config.recovery_window,

@@ -396,10 +396,7 @@ impl Gateway {
         let (pid, sid, start, rooms) = match recovered {
             Some((pid, meta, replay)) => {
                 let rooms = replay.rooms.clone();
-                self.replays
-                    .lock()
-                    .expect("replays")
-                    .insert(s.id.to_string(), replay);
+                self.replays.lock().expect("replays").insert(s.id, replay);
                 (pid, meta.sid, meta.start, rooms)
             }
             None => (

@@ -143,7 +143,8 @@ pub(crate) trait Dialect: Send + Sync + 'static {
 /// A dialect serving one namespace.
 #[derive(Clone)]
 pub(crate) struct Mount {
-    pub namespace: String,
+    /// Shared by the mount's sockets (one copy, not one each).
+    pub namespace: Arc<str>,
     pub dialect: Arc<dyn Dialect>,
 }
 
@@ -155,7 +156,7 @@ pub(crate) fn mount(config: &[(String, String)]) -> anyhow::Result<Vec<Mount>> {
         for (_, build) in REGISTRY {
             let dialect = build()?;
             mounts.push(Mount {
-                namespace: dialect.default_namespace().to_string(),
+                namespace: dialect.default_namespace().into(),
                 dialect,
             });
         }
@@ -175,11 +176,11 @@ pub(crate) fn mount(config: &[(String, String)]) -> anyhow::Result<Vec<Mount>> {
         if !namespace.starts_with('/') {
             anyhow::bail!("SWITCHBOARD_DIALECTS: namespace {namespace:?} must start with '/'");
         }
-        if mounts.iter().any(|m| &m.namespace == namespace) {
+        if mounts.iter().any(|m| *m.namespace == **namespace) {
             anyhow::bail!("SWITCHBOARD_DIALECTS: namespace {namespace:?} is mounted twice");
         }
         mounts.push(Mount {
-            namespace: namespace.clone(),
+            namespace: namespace.as_str().into(),
             dialect: build()?,
         });
     }
@@ -292,7 +293,7 @@ mod tests {
     fn every_dialect_builds_and_namespaces_differ() {
         let mounts = mount(&[]).unwrap();
         assert_eq!(mounts.len(), REGISTRY.len());
-        let mut namespaces: Vec<_> = mounts.iter().map(|m| m.namespace.clone()).collect();
+        let mut namespaces: Vec<_> = mounts.iter().map(|m| m.namespace.to_string()).collect();
         namespaces.sort();
         namespaces.dedup();
         assert_eq!(namespaces.len(), REGISTRY.len());
