@@ -22,6 +22,7 @@ pub mod sid {
 }
 
 mod body;
+mod cancel;
 mod engine;
 mod errors;
 mod queue;

@@ -64,7 +64,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{config::EngineIoConfig, errors::Error, queue::PacketQueue};
+use crate::{cancel::Cancel, config::EngineIoConfig, errors::Error, queue::PacketQueue};
 use bytes::Bytes;
 use engineioxide_core::{Packet, PacketBuf, ProtocolVersion, Str, TransportType};
 use futures_util::FutureExt;
@@ -73,7 +73,6 @@ use smallvec::{SmallVec, smallvec};
 use tokio::sync::{Mutex, Notify, mpsc::error::TrySendError};
 
 pub use engineioxide_core::Sid;
-use tokio_util::sync::CancellationToken;
 
 /// What the outgoing queue carries: one boxed [`PacketBuf`].
 ///
@@ -223,8 +222,9 @@ where
     /// one-slot channel it replaces did, in 32 bytes instead of ≈ 0.6 KB.
     pub(crate) client_heartbeat: Notify,
 
-    /// A cancellation token that will be triggered when the socket is being closed.
-    pub(crate) cancellation_token: CancellationToken,
+    /// Triggered when the socket is being closed. Switchboard patch: inline, where tokio-util's
+    /// `CancellationToken` was a separate allocation per socket.
+    pub(crate) cancel: Cancel,
 
     /// Function to call when the socket is closed
     close_fn: Box<dyn Fn(Sid, DisconnectReason) + Send + Sync>,
@@ -260,7 +260,7 @@ where
             queue: PacketQueue::new(config.max_buffer_size),
 
             client_heartbeat: Notify::new(),
-            cancellation_token: CancellationToken::new(),
+            cancel: Cancel::default(),
 
             close_fn,
 
@@ -295,16 +295,15 @@ where
     ///
     /// Keep a handle to the job so that it can be aborted when the socket is closed
     pub(crate) fn spawn_heartbeat(self: Arc<Self>, interval: Duration, timeout: Duration) {
-        let cancellation_token = self.cancellation_token.clone();
-
-        tokio::spawn(
-            cancellation_token
-                .run_until_cancelled_owned(self.heartbeat(interval, timeout))
-                .inspect(|_v| {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!(aborted = _v.is_none(), "heartbeat job completed");
-                }),
-        );
+        let socket = self.clone();
+        tokio::spawn(async move {
+            let _v = socket
+                .cancel
+                .run_until_cancelled(self.heartbeat(interval, timeout))
+                .await;
+            #[cfg(feature = "tracing")]
+            tracing::debug!(aborted = _v.is_none(), "heartbeat job completed");
+        });
     }
 
     /// Runs the heartbeat until it fails, then closes the socket. Runs until cancelled otherwise;
@@ -553,7 +552,7 @@ impl<D: Default + Send + Sync + 'static> std::fmt::Debug for Socket<D> {
             .field("internal_rx", &self.internal_rx)
             .field("queue", &self.queue)
             .field("client_heartbeat", &self.client_heartbeat)
-            .field("cancellation_token", &self.cancellation_token)
+            .field("cancel", &self.cancel)
             .field("req_data", &self.req_parts)
             .finish()
     }
@@ -609,7 +608,7 @@ where
             queue: PacketQueue::new(buffer_size),
 
             client_heartbeat: Notify::new(),
-            cancellation_token: CancellationToken::new(),
+            cancel: Cancel::default(),
             close_fn,
 
             data: D::default(),

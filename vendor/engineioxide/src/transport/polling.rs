@@ -7,7 +7,6 @@ use futures_util::{StreamExt, stream};
 use http::{Request, Response, StatusCode, header::CONTENT_TYPE};
 use http_body::Body;
 use http_body_util::Full;
-use tokio_util::future::FutureExt as _;
 
 use engineioxide_core::{Packet, ProtocolVersion, Sid, TransportType};
 
@@ -126,8 +125,14 @@ where
 
         // Stop waiting for the next packet as soon as the session is closed. The combinator is biased
         // towards the encoder completion, so any buffered close packet is still flushed to the client.
-        payload::encoder(rx_stream, protocol, socket.supports_binary, max_payload)
-            .with_cancellation_token(&socket.cancellation_token)
+        socket
+            .cancel
+            .run_until_cancelled(payload::encoder(
+                rx_stream,
+                protocol,
+                socket.supports_binary,
+                max_payload,
+            ))
             .await
     };
 

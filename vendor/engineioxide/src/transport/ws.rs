@@ -24,7 +24,6 @@ use tokio_tungstenite::{
         protocol::{Role, WebSocketConfig},
     },
 };
-use tokio_util::future::FutureExt as _;
 
 use engineioxide_core::{Packet, ProtocolVersion, Sid, Str, TransportType};
 
@@ -211,8 +210,12 @@ where
                 let mut ws = ws_init().await;
 
                 let upgrade_fut = upgrade_handshake::<H, S>(&socket, &mut ws);
-                match tokio::time::timeout(engine.config.upgrade_timeout, upgrade_fut)
-                    .with_cancellation_token(&socket.cancellation_token)
+                match socket
+                    .cancel
+                    .run_until_cancelled(tokio::time::timeout(
+                        engine.config.upgrade_timeout,
+                        upgrade_fut,
+                    ))
                     .await
                 {
                     Some(Ok(res)) => res?,
@@ -347,9 +350,8 @@ where
 {
     // A polling request that was in progress during the upgrade may still hold the lock.
     let Some(_internal_rx) = socket
-        .internal_rx
-        .lock()
-        .with_cancellation_token(&socket.cancellation_token)
+        .cancel
+        .run_until_cancelled(socket.internal_rx.lock())
         .await
     else {
         #[cfg(feature = "tracing")]
@@ -367,7 +369,7 @@ where
             res = poll_fn(|cx| poll_connection(cx, engine, socket, ws, &mut outgoing, write_deadline)) => {
                 break Some(res);
             }
-            _ = socket.cancellation_token.cancelled() => break None,
+            _ = socket.cancel.cancelled() => break None,
             // The heartbeat only ends by closing the session, which the next turn sees as a
             // cancellation; a fused future stays pending once done.
             () = heartbeat.as_mut() => {}
@@ -856,7 +858,7 @@ mod tests {
         let connection = spawn_connection(&socket, server);
         tokio::time::sleep(Duration::from_millis(20)).await;
 
-        socket.cancellation_token.cancel();
+        socket.cancel.cancel();
         let res = tokio::time::timeout(TIMEOUT, connection)
             .await
             .expect("the connection should stop")
@@ -884,7 +886,7 @@ mod tests {
             .unwrap()
             .emit_many(Str::from("first"), many);
         socket.emit(Str::from("last")).unwrap();
-        socket.cancellation_token.cancel();
+        socket.cancel.cancel();
 
         let mut received = Vec::new();
         while let Some(Ok(msg)) = tokio::time::timeout(TIMEOUT, client.next())
@@ -998,7 +1000,7 @@ mod tests {
         for _ in 0..16 {
             let _ = socket.emit(Str::from("z".repeat(4096)));
         }
-        socket.cancellation_token.cancel();
+        socket.cancel.cancel();
         tokio::time::timeout(TIMEOUT, connection)
             .await
             .expect("the closing flush should give up")
