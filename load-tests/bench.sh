@@ -162,9 +162,9 @@ if ((QUICK)); then
     KILL=(--clients 1000 --room-size 10 --rate 100 --kill-after-secs 5 --after-kill-secs 8); STEP=4
 else
     IDLE=10000; ONE_NODE=19000; STORM=5000
-    FAN=(--clients 1000 --room-size 10 --rates 500,1000,2000,3000,4000,5000,6000,7000,8000,10000)
+    FAN=(--clients 1000 --room-size 10 --rates 500,1000,2000,3000,4000,5000,6000,7000,8000,10000,12000,14000)
     FAN100=(--clients 2000 --room-size 100 --rates 50,100,200,300,450,600,700,800,1000)
-    SEND=(--clients 1000 --room-size 10 --rates 250,500,1000,1500,2000,2500,3000,4000,5000,6000,8000)
+    SEND=(--clients 1000 --room-size 10 --rates 250,500,1000,1500,2000,2500,3000,4000,5000,6000,8000,10000,12000)
     CHURN=(--clients 1000 --room-size 10 --rates 10,25,50,100,200,400,800)
     KILL=(--clients 10000 --room-size 10 --rate 200 --kill-after-secs 10 --after-kill-secs 20); STEP=8
 fi
