@@ -76,7 +76,7 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
         let conn = upgrade.await.map(hyper_util::rt::TokioIo::new);
 
         let res = match conn {
-            Ok(conn) => on_init(engine.clone(), conn, protocol, sid, *parts).await,
+            Ok(conn) => on_init(engine.clone(), conn, protocol, sid, unbox(parts)).await,
             Err(_e) => {
                 #[cfg(feature = "tracing")]
                 tracing::debug!("ws upgrade error: {}", _e);
@@ -101,6 +101,14 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
     });
 
     Ok(ws_response(&ws_key))
+}
+
+/// Moves a value out of its box and frees the box at once (Switchboard patch). `*boxed` in a
+/// task would leave the emptied box allocated until the task ends: for a connection's task, its
+/// whole life.
+#[allow(clippy::boxed_local)] // taking the box is the point: it is freed here
+fn unbox<T>(boxed: Box<T>) -> T {
+    *boxed
 }
 
 /// The request head a WebSocket session keeps (Switchboard patch): without the headers of the
