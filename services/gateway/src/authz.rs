@@ -34,7 +34,7 @@ const MAX_USERS: usize = 200_000;
 /// The payload of an invalidation that concerns every user (a room was re-parented).
 pub const EVERYONE: &str = "*";
 
-/// How many [`Action`]s there are: one expiry slot each in a [`Grant`].
+/// How many [`Action`]s there are: one slot each in a [`Grant`].
 const ACTIONS: usize = Action::Moderate as usize + 1;
 
 /// One user's decisions in one room, keyed by the user and the room packed in one string (one
@@ -102,8 +102,8 @@ type Grant = [u64; ACTIONS];
 /// The remembered decisions, and the users whose earlier decisions no longer count.
 ///
 /// Forgetting one user marks the user instead of finding their entries: the map is keyed by
-/// (user, room), so finding them is a pass over every entry (4 ms at 400,000 entries, measured),
-/// under the lock every event takes. A decision counts when it is younger than the TTL and
+/// (user, room), so finding them would be a pass over every entry under the lock every event
+/// takes (milliseconds at the bound: docs/benchmarks/README.md §27). A decision counts when it is younger than the TTL and
 /// younger than the user's mark; marks older than the TTL void nothing and are dropped.
 struct Grants {
     by_key: hashbrown::HashMap<GrantKey, Grant, RandomState>,
@@ -178,7 +178,9 @@ impl AuthzCache {
 
     /// Microseconds since the cache's epoch, from 1 (0 is "never" in a `Grant`).
     fn now_us(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX) + 1
+        u64::try_from(self.epoch.elapsed().as_micros())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1)
     }
 
     fn ttl_us(&self) -> u64 {
