@@ -215,7 +215,8 @@ impl AuthzCache {
             return;
         }
         let mut allowed = self.allowed.lock().expect("authz cache lock");
-        // Taken under the lock, so never at or before a mark set before it.
+        // Taken under the lock, so never before a mark set before it. The same microsecond
+        // counts as before the mark: at worst, one more membership call.
         let now = self.now_us();
         if let Some(grant) = allowed.by_key.get_mut(&GrantLookup::new(user, room)) {
             grant[action as usize] = now;

@@ -69,7 +69,8 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
         .clone();
 
     // Switchboard patch: what the task captures stays in its state for the connection's whole
-    // life, so it captures the upgrade future (not the request) and the request head boxed.
+    // life, so it captures the upgrade future (not the request) and the request head boxed,
+    // unboxed (the box freed) as the session opens.
     let upgrade = hyper::upgrade::on(req);
     let parts = Box::new(without_upgrade_headers(parts));
     tokio::spawn(async move {
