@@ -18,6 +18,7 @@ import {
   newChat,
   newUser,
   putChat,
+  removeMember,
   rid,
   sleep,
   eventsOf,
@@ -120,4 +121,26 @@ test('a user sharing a chat only through a second chat is a contact too', async 
   const c = await connectUser(C, NODE1);
   await connectUser(A, NODE2);
   await waitFor(c, 'presence:update', statusOf(A.id, 'online'), PRESENCE_DEADLINE_MS);
+});
+
+test('contacts follow membership changes made after they were last used', async () => {
+  // A's contacts are looked up (and remembered on both nodes) when A comes online. C joins the
+  // chat afterwards through the integration API, D leaves it: A going offline reaches C, not D.
+  const { chatId, users } = await newChat({ members: 3 });
+  const [A, B, D] = users;
+  const C = await newUser();
+  const b = await connectUser(B, NODE2);
+  const d = await connectUser(D, NODE2);
+  const a = await connectUser(A, NODE1);
+  await waitFor(b, 'presence:update', statusOf(A.id, 'online'), PRESENCE_DEADLINE_MS);
+  await waitFor(d, 'presence:update', statusOf(A.id, 'online'), PRESENCE_DEADLINE_MS);
+  await addMember(chatId, C.id);
+  await removeMember(chatId, D.id);
+  const c = await connectUser(C, NODE2);
+  const c1 = await connectUser(C, NODE1);
+  a.close();
+  await waitFor(b, 'presence:update', statusOf(A.id, 'offline'), PRESENCE_DEADLINE_MS);
+  await waitFor(c, 'presence:update', statusOf(A.id, 'offline'), PRESENCE_DEADLINE_MS);
+  await waitFor(c1, 'presence:update', statusOf(A.id, 'offline'), PRESENCE_DEADLINE_MS);
+  await expectNo(d, 'presence:update', 500, statusOf(A.id, 'offline'));
 });
