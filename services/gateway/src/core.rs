@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use fred::{interfaces::PubsubInterface, prelude::Client, types::scripts::Script};
+use fred::{interfaces::PubsubInterface, prelude::Client};
 use switchboard_common::{DomainError, ErrorCode, RoomKey};
 use switchboard_presence::{
     domain::TypingChange,
@@ -19,8 +19,11 @@ use crate::{
     delivery_log::AppendTurn,
     dialect::Mount,
     fanout::{Adapter, Fanout},
+    rate::{RateCheck, RateWindows},
     send_forwarder::SendForwarder,
 };
+
+pub use crate::rate::RateRule;
 
 pub use switchboard_common::room::user_room;
 
@@ -282,44 +285,6 @@ impl CoreEvent<'_> {
     }
 }
 
-/// A sliding-window limit: `limit` sends per `window` per user, across the cluster.
-#[derive(Debug, Clone)]
-pub struct RateRule {
-    /// Which window (one per dialect).
-    pub name: &'static str,
-    pub limit: u32,
-    pub window_ms: u64,
-}
-
-impl RateRule {
-    /// A dialect's limit: `default_limit` sends per `default_window_ms`, overridable with
-    /// `SWITCHBOARD_<NAME>_RATE_LIMIT` and `SWITCHBOARD_<NAME>_RATE_WINDOW_MS`, both positive.
-    pub fn from_env(
-        name: &'static str,
-        default_limit: u32,
-        default_window_ms: u64,
-    ) -> anyhow::Result<Self> {
-        let var = name.to_ascii_uppercase();
-        let rule = RateRule {
-            name,
-            limit: switchboard_common::config::env_or(&format!("{var}_RATE_LIMIT"), default_limit)?,
-            window_ms: switchboard_common::config::env_or(
-                &format!("{var}_RATE_WINDOW_MS"),
-                default_window_ms,
-            )?,
-        };
-        anyhow::ensure!(
-            rule.limit > 0,
-            "SWITCHBOARD_{var}_RATE_LIMIT must be positive"
-        );
-        anyhow::ensure!(
-            rule.window_ms > 0,
-            "SWITCHBOARD_{var}_RATE_WINDOW_MS must be positive"
-        );
-        Ok(rule)
-    }
-}
-
 /// The result of a send.
 pub struct Sent {
     pub message: Message,
@@ -338,22 +303,6 @@ pub struct HistoryPage {
     pub has_more: bool,
 }
 
-/// Sliding window in one atomic step, on Redis's clock so nodes with skewed clocks agree. The
-/// members are the sends' (room, clientId): an idempotent repeat is already a member, so it is
-/// let through without spending budget.
-const RATE_LUA: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZSCORE', KEYS[1], ARGV[3]) then return 1 end
-if redis.call('ZCARD', KEYS[1]) >= limit then return 0 end
-redis.call('ZADD', KEYS[1], now, ARGV[3])
-redis.call('PEXPIRE', KEYS[1], window)
-return 1
-"#;
-
 /// The channel on which nodes tell each other to forget authorization decisions.
 pub fn authz_channel(redis_prefix: &str) -> String {
     format!("{redis_prefix}authz:changed")
@@ -364,7 +313,6 @@ pub struct Core {
     pub fanout: Arc<Fanout>,
     mounts: Vec<Mount>,
     redis: Client,
-    rate_script: Script,
     config: Arc<Config>,
     confirmations: tokio::sync::mpsc::Sender<i64>,
     sends: SendForwarder,
@@ -383,8 +331,13 @@ impl Core {
     ) -> Self {
         let (confirmations, rx) = tokio::sync::mpsc::channel(10_000);
         tokio::spawn(confirm_deliveries(clients.clone(), rx));
-        let sends =
-            SendForwarder::start(clients.clone(), config.sends_in_flight, config.send_linger);
+        let rate_windows = RateWindows::new(redis.clone(), fanout.metrics().clone());
+        let sends = SendForwarder::start(
+            clients.clone(),
+            rate_windows,
+            config.sends_in_flight,
+            config.send_linger,
+        );
         Self {
             sends,
             clients,
@@ -392,7 +345,6 @@ impl Core {
             mounts,
             typing: NodeTyping::start(TypingBoard::new(redis.clone(), &config.redis_prefix)),
             redis,
-            rate_script: Script::from_lua(RATE_LUA),
             authz: AuthzCache::new(config.authz_cache_ttl),
             config,
             confirmations,
@@ -621,16 +573,15 @@ impl Core {
     ) -> Result<Sent, DomainError> {
         self.require(&cmd.sender_id, &cmd.room, Action::Send)
             .await?;
-        if let Some(rule) = rate {
-            let member = format!(
-                "{}\u{1f}{}",
-                cmd.room.socket_room(),
-                cmd.client_id
-                    .clone()
-                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
-            );
-            self.check_rate(rule, &cmd.sender_id, &member).await?;
-        }
+        let rate = rate.map(|rule| {
+            RateCheck::new(
+                &self.config.redis_prefix,
+                rule,
+                &cmd.sender_id,
+                &cmd.room,
+                cmd.client_id.as_deref(),
+            )
+        });
         let origin = cmd.origin;
         let file = cmd.file;
         let req = pmsg::SendRequest {
@@ -645,7 +596,7 @@ impl Core {
             file_size: file.as_ref().map(|f| f.size),
             mime_type: file.map(|f| f.mime_type),
         };
-        let (resp, turn) = self.sends.send(req).await;
+        let (resp, turn) = self.sends.send(req, rate).await;
         let resp = resp?;
         let message = Message::try_from(resp.message)?;
         if resp.created {
@@ -695,46 +646,6 @@ impl Core {
                 outbox_id,
                 "confirmation batcher stopped; the sweeper will redeliver"
             );
-        }
-    }
-
-    /// Fails open: rate windows live in Redis, which holds only what may be lost. While Redis
-    /// is away, messages (which Postgres can still store) are not refused for want of a
-    /// counter; the outage is logged and counted in `switchboard_errors_total{code="RATE_UNCHECKED"}`.
-    async fn check_rate(
-        &self,
-        rule: &RateRule,
-        user_id: &str,
-        member: &str,
-    ) -> Result<(), DomainError> {
-        let key = format!("{}rate:{}:{}", self.config.redis_prefix, rule.name, user_id);
-        let allowed: Result<i64, _> = self
-            .rate_script
-            .evalsha_with_reload(
-                &self.redis,
-                key,
-                vec![
-                    rule.window_ms.to_string(),
-                    rule.limit.to_string(),
-                    member.to_string(),
-                ],
-            )
-            .await;
-        match allowed {
-            Ok(1) => Ok(()),
-            Ok(_) => Err(DomainError::new(
-                ErrorCode::RateLimited,
-                format!(
-                    "Maximum {} messages per {} seconds",
-                    rule.limit,
-                    (rule.window_ms as f64 / 1000.0).round() as u64
-                ),
-            )),
-            Err(e) => {
-                tracing::warn!(error = %e, "rate window unavailable: letting the send through");
-                self.fanout.metrics().error("RATE_UNCHECKED");
-                Ok(())
-            }
         }
     }
 

@@ -234,7 +234,7 @@ impl Fanout {
         &self.io
     }
 
-    pub fn metrics(&self) -> &Metrics {
+    pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 

@@ -23,6 +23,7 @@ pub(crate) mod http;
 pub(crate) mod metrics;
 pub(crate) mod pubsub;
 pub(crate) mod recovery;
+pub(crate) mod rate;
 pub(crate) mod redis;
 pub(crate) mod send_forwarder;
 pub(crate) mod serve;

@@ -10,6 +10,9 @@
 //! keeps its own trace (its `traceparent` rides in the item) and gets its own outcome, with its
 //! turn to append its event to the delivery log: sends are logged in the order they were
 //! forwarded, which is the order the messages service stored them in (`AppendTurn`).
+//!
+//! Before a call leaves, its sends' rate windows are checked together, in one Redis script call
+//! ([`RateWindows`]): a refused send is answered as such and left out of the call.
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,7 +25,12 @@ use tokio::{
     time::Instant,
 };
 
-use crate::{batch, clients::Clients, delivery_log::AppendTurn};
+use crate::{
+    batch,
+    clients::Clients,
+    delivery_log::AppendTurn,
+    rate::{RateCheck, RateWindows},
+};
 
 /// The most sends one call carries.
 const MAX_ITEMS_PER_CALL: usize = 256;
@@ -36,6 +44,8 @@ type Outcome = Result<pmsg::SendResponse, DomainError>;
 
 struct Queued {
     item: pmsg::SendManyItem,
+    /// The sender's rate window, when the send is counted against one.
+    rate: Option<RateCheck>,
     reply: oneshot::Sender<(Outcome, AppendTurn)>,
 }
 
@@ -46,23 +56,32 @@ pub struct SendForwarder {
 
 impl SendForwarder {
     /// Starts the forwarding task on the current runtime.
-    pub fn start(clients: Clients, in_flight: usize, linger: Duration) -> Self {
+    pub fn start(
+        clients: Clients,
+        rate_windows: RateWindows,
+        in_flight: usize,
+        linger: Duration,
+    ) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
         let in_flight = Arc::new(Semaphore::new(in_flight));
-        tokio::spawn(forward(clients, rx, in_flight, linger));
+        tokio::spawn(forward(clients, rate_windows, rx, in_flight, linger));
         Self { queue }
     }
 
-    /// Stores one message through the messages service, as `Send` would; answers with the
-    /// send's turn to append its event to the delivery log.
-    pub async fn send(&self, request: pmsg::SendRequest) -> (Outcome, Option<AppendTurn>) {
+    /// Stores one message through the messages service, as `Send` would, unless `rate` refuses
+    /// it; answers with the send's turn to append its event to the delivery log.
+    pub async fn send(
+        &self,
+        request: pmsg::SendRequest,
+        rate: Option<RateCheck>,
+    ) -> (Outcome, Option<AppendTurn>) {
         let item = pmsg::SendManyItem {
             request: Some(request),
             traceparent: telemetry::current_traceparent(),
         };
         let (reply, answer) = oneshot::channel();
         let stopped = || Err(DomainError::internal("send forwarder stopped"));
-        if self.queue.send(Queued { item, reply }).await.is_err() {
+        if self.queue.send(Queued { item, rate, reply }).await.is_err() {
             return (stopped(), None);
         }
         match answer.await {
@@ -74,6 +93,7 @@ impl SendForwarder {
 
 async fn forward(
     clients: Clients,
+    rate_windows: RateWindows,
     mut rx: mpsc::Receiver<Queued>,
     in_flight: Arc<Semaphore>,
     linger: Duration,
@@ -98,17 +118,32 @@ async fn forward(
         (batch, held_back) = gather(first, &mut rx);
         let turns = AppendTurn::line(&mut last_turn, batch.len());
         let clients = clients.clone();
+        let rate_windows = rate_windows.clone();
         tokio::spawn(async move {
-            let (items, replies): (Vec<_>, Vec<_>) =
-                batch.into_iter().map(|q| (q.item, q.reply)).unzip();
+            let verdicts = rate_windows.check(batch.iter().map(|q| q.rate.as_ref())).await;
+            let mut items = Vec::with_capacity(batch.len());
+            let mut replies = Vec::with_capacity(batch.len());
+            for ((q, verdict), turn) in batch.into_iter().zip(verdicts).zip(turns) {
+                match verdict {
+                    Ok(()) => {
+                        items.push(q.item);
+                        replies.push((q.reply, turn));
+                    }
+                    // Its turn goes with it, unused: the next send's comes at once.
+                    Err(refused) => {
+                        let _ = q.reply.send((Err(refused), turn));
+                    }
+                }
+            }
+            if items.is_empty() {
+                return;
+            }
             let mut messages = clients.messages.clone();
             let call = messages.send_many(pmsg::SendManyRequest { items });
             let answer = clients.call("messages", "SendMany", call).await;
             drop(permit);
             let sends = replies.len();
-            for ((reply, outcome), turn) in
-                replies.into_iter().zip(outcomes(answer, sends)).zip(turns)
-            {
+            for ((reply, turn), outcome) in replies.into_iter().zip(outcomes(answer, sends)) {
                 let _ = reply.send((outcome, turn));
             }
         });
@@ -202,6 +237,7 @@ mod tests {
         };
         Queued {
             item,
+            rate: None,
             reply: oneshot::channel().0,
         }
     }

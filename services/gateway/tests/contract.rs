@@ -239,7 +239,10 @@ fn send_pacing() {
     let cluster = Cluster::start_with_env(
         "send_pacing",
         Files::Folder,
-        &[("SWITCHBOARD_SEND_LINGER_MS", "1000")],
+        &[
+            ("SWITCHBOARD_SEND_LINGER_MS", "1000"),
+            ("SWITCHBOARD_CHAT_RATE_LIMIT", "2"),
+        ],
         None,
     );
     cluster.run_suite(&suite_files("batching", every));

@@ -9,12 +9,19 @@
 // /metrics. Each message still gets its own ack and reaches the room on node 2 once, in the
 // order it was stored (a call's sends once reached the log in the order their tasks happened
 // to resume: seen as 1, 2, 5, 3, 4).
+//
+// A call's sends have their rate windows checked together, in one Redis script call: the
+// cluster's chat limit is 2 sends per window, so one user's sends that leave in the same call
+// must still count one after another.
 
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { after, test } from 'node:test';
 import {
   NODE1,
   NODE2,
+  ack,
+  assertErrorAck,
   closeAll,
   connectUser,
   eventsOf,
@@ -59,6 +66,34 @@ test('sends made right after a call leave together, in the next call', async () 
     stored.map((r) => r.serverId),
     'each message once, in the order it was stored',
   );
+});
+
+test('one user\'s sends in the same call count against their window one after another', async () => {
+  const { chatId, users } = await newChat({ members: 2 });
+  const devices = [];
+  for (let i = 0; i < 3; i++) {
+    const socket = await connectUser(users[0], NODE1);
+    await join(socket, chatId);
+    devices.push(socket);
+  }
+  const receiver = await connectUser(users[1], NODE2);
+  await join(receiver, chatId);
+
+  const before = await sendManyCalls();
+  await send(devices[0], chatId, 'first');
+  // Two devices at once: both wait for the next call, which counts the first as the second of
+  // the window (limit 2) and refuses the other.
+  const answers = await Promise.all(
+    devices.slice(1).map((d, i) => ack(d, 'message:send', { chatId, body: `at once ${i}`, clientId: randomUUID() })),
+  );
+  assert.equal(await sendManyCalls(), before + 2, 'the first send alone, the two after it in one call');
+  const refused = answers.filter((a) => a.ok === false);
+  assert.equal(refused.length, 1, `exactly one of the two is over the limit: ${JSON.stringify(answers)}`);
+  assertErrorAck(refused[0], 'RATE_LIMITED');
+
+  await until('node 2 receives the two stored messages', () => messagesOf(receiver, chatId).length >= 2);
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  assert.equal(messagesOf(receiver, chatId).length, 2, 'the refused send is not broadcast');
 });
 
 function messagesOf(socket, chatId) {
