@@ -278,6 +278,10 @@ impl LogAppender {
 async fn append_in_order(log: DeliveryLog, redis: Client, mut rx: mpsc::Receiver<Queued>) {
     let mut held_back = None;
     while let Some(first) = crate::batch::first(&mut held_back, &mut rx).await {
+        // The first event's sender woke this task, which the runtime then runs next, before the
+        // other sends of the same call have handed theirs over: letting them run first makes
+        // one script call of what would be several.
+        tokio::task::yield_now().await;
         let mut batch;
         (batch, held_back) = crate::batch::gather(
             first,
