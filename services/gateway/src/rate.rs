@@ -261,7 +261,11 @@ mod tests {
         assert_eq!(refusal.message, "Maximum 3 messages per 60 seconds");
 
         // The next call sees what the first one counted; Bob still has budget.
-        let next = [check("alice", "a5"), check("bob", "b2"), check("alice", "a2")];
+        let next = [
+            check("alice", "a5"),
+            check("bob", "b2"),
+            check("alice", "a2"),
+        ];
         let verdicts = windows.check(next.iter().map(Some)).await;
         assert_eq!(refused(&verdicts), [true, false, false]);
 

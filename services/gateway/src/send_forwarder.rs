@@ -120,7 +120,9 @@ async fn forward(
         let clients = clients.clone();
         let rate_windows = rate_windows.clone();
         tokio::spawn(async move {
-            let verdicts = rate_windows.check(batch.iter().map(|q| q.rate.as_ref())).await;
+            let verdicts = rate_windows
+                .check(batch.iter().map(|q| q.rate.as_ref()))
+                .await;
             let mut items = Vec::with_capacity(batch.len());
             let mut replies = Vec::with_capacity(batch.len());
             for ((q, verdict), turn) in batch.into_iter().zip(verdicts).zip(turns) {
