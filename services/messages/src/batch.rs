@@ -7,10 +7,20 @@
 //! waits for nothing; under load, batches grow and Postgres commits once per batch instead of
 //! once per message. Lanes never share a room, so their batches never wait for each other's room
 //! locks.
+//!
+//! Each lane keeps one pooled connection between batches. Taking a connection from sqlx's pool
+//! and giving it back costs a round trip each way (the pool checks it with a ping on both), which
+//! was a tenth of the service's CPU per send (docs/benchmarks §28); a lane that has been idle for
+//! a while checks its connection once before using it, since Postgres may have restarted
+//! meanwhile.
 
-use std::hash::{Hash, Hasher};
+use std::{
+    hash::{Hash, Hasher},
+    time::{Duration, Instant},
+};
 
-use switchboard_common::DomainError;
+use sqlx::{Connection as _, Postgres, pool::PoolConnection};
+use switchboard_common::{DomainError, ErrorCode, db::db_error};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
@@ -65,8 +75,52 @@ impl SendBatcher {
     }
 }
 
+/// How long a lane's connection may sit unused before it is checked again.
+pub const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// A lane's connection: taken from the pool when first needed (or after a failure), then kept.
+struct LaneConnection {
+    conn: Option<PoolConnection<Postgres>>,
+    last_used: Instant,
+}
+
+impl LaneConnection {
+    async fn get(&mut self, store: &Store) -> Result<&mut sqlx::PgConnection, DomainError> {
+        if let Some(conn) = &mut self.conn
+            && self.last_used.elapsed() > CHECK_AFTER_IDLE
+        {
+            let checked =
+                tokio::time::timeout(store.pool().options().get_acquire_timeout(), conn.ping())
+                    .await;
+            if !matches!(checked, Ok(Ok(()))) {
+                self.conn = None;
+            }
+        }
+        self.last_used = Instant::now();
+        if self.conn.is_none() {
+            self.conn = Some(store.pool().acquire().await.map_err(db_error)?);
+        }
+        Ok(self.conn.as_deref_mut().expect("just set"))
+    }
+
+    /// After a batch: a connection that failed for want of Postgres goes back to the pool (which
+    /// closes it if it is broken), and the next batch takes another.
+    fn after(&mut self, answers: &[Result<Sent, DomainError>]) {
+        if answers
+            .iter()
+            .any(|a| matches!(a, Err(e) if e.code == ErrorCode::Unavailable))
+        {
+            self.conn = None;
+        }
+    }
+}
+
 /// Takes everything queued (up to [`MAX_BATCH`]) as one batch, stores it, answers, repeats.
 async fn lane(store: Store, mut rx: mpsc::Receiver<Queued>) {
+    let mut conn = LaneConnection {
+        conn: None,
+        last_used: Instant::now(),
+    };
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let span = tracing::info_span!("send_batch", size = batch.len());
@@ -77,7 +131,11 @@ async fn lane(store: Store, mut rx: mpsc::Receiver<Queued>) {
             messages.push(message);
             replies.push(reply);
         }
-        let answers = store.send_batch(&messages).instrument(span).await;
+        let answers = match conn.get(&store).await {
+            Ok(c) => store.send_batch(c, &messages).instrument(span).await,
+            Err(e) => messages.iter().map(|_| Err(e.clone())).collect(),
+        };
+        conn.after(&answers);
         for (reply, answer) in replies.into_iter().zip(answers) {
             // The caller may have gone (deadline); the message is stored all the same.
             let _ = reply.send(answer);

@@ -27,6 +27,7 @@ use switchboard_proto::messages::messages_server::MessagesServer;
 
 mod batch;
 mod grpc;
+pub use batch::CHECK_AFTER_IDLE;
 pub use grpc::MAX_SEND_MANY_ITEMS;
 pub mod model;
 pub mod store;
@@ -40,7 +41,7 @@ pub use store::Store;
 pub struct Config {
     /// `SWITCHBOARD_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/test`.
     pub database_url: String,
-    /// `SWITCHBOARD_DB_MAX_CONNECTIONS`, default 20 (at least 1).
+    /// `SWITCHBOARD_DB_MAX_CONNECTIONS`, default 20 (more than `send_lanes`: each lane keeps one).
     pub db_max_connections: u32,
     /// `SWITCHBOARD_MAX_CONTENT_CHARS`, default 65536 (at least 1): the longest message content,
     /// counted in Unicode code points. A backstop: dialects enforce their own, smaller limits.
@@ -89,8 +90,8 @@ impl Config {
             "SWITCHBOARD_DATABASE_URL is empty",
         )?;
         ensure(
-            self.db_max_connections >= 1,
-            "SWITCHBOARD_DB_MAX_CONNECTIONS must be at least 1",
+            self.db_max_connections as usize > self.send_lanes,
+            "SWITCHBOARD_DB_MAX_CONNECTIONS must be more than SWITCHBOARD_SEND_LANES (each lane keeps a connection)",
         )?;
         ensure(
             self.max_content_chars >= 1,
@@ -162,6 +163,13 @@ mod tests {
         assert!(c.validate().is_err());
         let c = Config {
             db_max_connections: 0,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        // Each lane keeps a connection: something must be left for everything else.
+        let c = Config {
+            db_max_connections: 2,
+            send_lanes: 2,
             ..Config::default()
         };
         assert!(c.validate().is_err());

@@ -81,11 +81,20 @@ impl Store {
     /// (deleted ones included); a `file_id` that names no file is `NOT_FOUND`.
     pub async fn send(&self, m: &NewMessage) -> Result<Sent, DomainError> {
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        self.send_on(&mut conn, m).await
+    }
+
+    /// [`Store::send`] on a connection the caller holds.
+    async fn send_on(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        m: &NewMessage,
+    ) -> Result<Sent, DomainError> {
         if let Some(reply_to) = m.reply_to_id
-            && !message_in_room(&mut conn, &m.room, reply_to).await?
+            && !message_in_room(&mut *conn, &m.room, reply_to).await?
         {
             // A repeat of a message that replied is still answered as a repeat.
-            if let Some(existing) = self.existing(&mut conn, m).await? {
+            if let Some(existing) = self.existing(&mut *conn, m).await? {
                 return Ok(existing);
             }
             return Err(DomainError::not_found("reply_to message not found"));
@@ -126,7 +135,7 @@ impl Store {
             }),
             Ok(None) => Err(room_not_found()),
             Err(sqlx::Error::Database(d)) if d.constraint() == Some("messages_idempotency") => {
-                self.existing(&mut conn, m).await?.ok_or_else(|| {
+                self.existing(&mut *conn, m).await?.ok_or_else(|| {
                     DomainError::internal("idempotency conflict without an existing message")
                 })
             }
@@ -148,19 +157,23 @@ impl Store {
     /// cannot be stored whole (a repeat, a duplicate in flight, a lock cycle), every message is
     /// sent again on its own, so a repeat is answered with the stored message and one message's
     /// conflict never fails another.
-    pub async fn send_batch(&self, batch: &[NewMessage]) -> Vec<Result<Sent, DomainError>> {
+    pub async fn send_batch(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        batch: &[NewMessage],
+    ) -> Vec<Result<Sent, DomainError>> {
         debug_assert!(batch.iter().all(batchable));
         if let [one] = batch {
             // One statement, committed by itself: half the round trips of a transaction.
-            return vec![self.send(one).await];
+            return vec![self.send_on(conn, one).await];
         }
-        match self.try_send_batch(batch).await {
+        match self.try_send_batch(&mut *conn, batch).await {
             Ok(answers) => answers,
             Err(BatchFailure::Whole(e)) => batch.iter().map(|_| Err(e.clone())).collect(),
             Err(BatchFailure::OneByOne) => {
                 let mut answers = Vec::with_capacity(batch.len());
                 for m in batch {
-                    answers.push(self.send(m).await);
+                    answers.push(self.send_on(&mut *conn, m).await);
                 }
                 answers
             }
@@ -169,6 +182,7 @@ impl Store {
 
     async fn try_send_batch(
         &self,
+        conn: &mut sqlx::PgConnection,
         batch: &[NewMessage],
     ) -> Result<Vec<Result<Sent, DomainError>>, BatchFailure> {
         #[derive(sqlx::FromRow)]
@@ -230,7 +244,7 @@ impl Store {
             .bind(&types)
             .bind(&contents)
             .bind(&client_ids)
-            .fetch_all(&self.pool)
+            .fetch_all(conn)
             .await
             .map_err(BatchFailure::from_db)?;
 

@@ -516,6 +516,32 @@ async fn concurrent_sends_are_committed_in_batches_with_per_room_order() {
     );
 }
 
+/// A send lane keeps its connection between batches. When Postgres closed it while the lane was
+/// idle (a restart, an administrator), the next send is stored on a fresh one, not refused.
+#[tokio::test]
+async fn a_send_after_postgres_closed_the_lanes_connection_is_stored() {
+    let h = start().await;
+    let a = h.room("chat", "a").await;
+    h.text(&a, "u1", "first").await;
+    // Every session of this database but the one running the query: the lane's among them.
+    let closed: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM ( \
+             SELECT pid FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() OFFSET 0 \
+         ) others",
+    )
+    .fetch_one(&h.pool)
+    .await
+    .expect("terminate");
+    assert!(closed >= 1, "the lane's connection was open");
+    tokio::time::sleep(
+        switchboard_messages::CHECK_AFTER_IDLE + std::time::Duration::from_millis(200),
+    )
+    .await;
+    let after = h.text(&a, "u1", "after").await;
+    assert_eq!(after.seq, 2);
+}
+
 #[tokio::test]
 async fn a_batch_with_a_repeat_inside_is_stored_one_by_one() {
     let h = start().await;
@@ -531,8 +557,9 @@ async fn a_batch_with_a_repeat_inside_is_stored_one_by_one() {
             .unwrap()
         })
         .collect();
+    let mut conn = h.pool.acquire().await.unwrap();
     let answers: Vec<_> = store
-        .send_batch(&batch)
+        .send_batch(&mut conn, &batch)
         .await
         .into_iter()
         .map(|r| r.expect("stored"))
