@@ -9,10 +9,9 @@
 //! locks.
 //!
 //! Each lane keeps one pooled connection between batches. Taking a connection from sqlx's pool
-//! and giving it back costs a round trip each way (the pool checks it with a ping on both), which
-//! was a tenth of the service's CPU per send (docs/benchmarks §28); a lane that has been idle for
-//! a while checks its connection once before using it, since Postgres may have restarted
-//! meanwhile.
+//! and giving it back costs a round trip each way, since the pool checks it with a ping on both
+//! (docs/benchmarks §28). A lane that has been idle for a while checks its connection once
+//! before using it, since Postgres may have restarted meanwhile.
 
 use std::{
     hash::{Hash, Hasher},
