@@ -272,4 +272,36 @@ mod tests {
         // No checks: no call, every send allowed.
         assert_eq!(refused(&windows.check([None, None]).await), [false, false]);
     }
+
+    /// The window slides: a send leaves it `window_ms` after it was counted, and gives its
+    /// budget back then, not at the end of a fixed period.
+    #[tokio::test]
+    async fn budget_comes_back_as_each_send_leaves_the_window() {
+        let redis = crate::redis::command_client(&redis_url()).await.unwrap();
+        let windows = RateWindows::new(redis, Arc::new(Metrics::new()));
+        let prefix = format!("test:{}:", uuid::Uuid::new_v4());
+        let rule = RateRule {
+            name: "chat",
+            limit: 2,
+            window_ms: 1_500,
+        };
+        let room = RoomKey::new("chat", "c1");
+        let send =
+            |client_id: &str| RateCheck::new(&prefix, &rule, "alice", &room, Some(client_id));
+        let pause = |ms| tokio::time::sleep(std::time::Duration::from_millis(ms));
+        let one = |client_id: &str| {
+            let check = send(client_id);
+            let windows = windows.clone();
+            async move { windows.check([Some(&check)]).await[0].is_err() }
+        };
+
+        assert!(!one("s1").await);
+        pause(750).await;
+        assert!(!one("s2").await);
+        assert!(one("s3").await, "two sends in the window");
+        // s1 has left the window (1.5 s after it), s2 has not.
+        pause(1_000).await;
+        assert!(!one("s4").await, "s1's budget is back");
+        assert!(one("s5").await, "s2 and s4 are still in the window");
+    }
 }
