@@ -8,7 +8,8 @@
 //! once. What could turn an allowed decision into a refusal (a member revoked or re-granted
 //! another role, a user's global role changed, a room re-parented) goes through the integration
 //! API of some node, which forgets locally and publishes on `{prefix}authz:changed`; every node
-//! forgets on receipt. Any such change may change anyone's contacts: all contacts are forgotten. Missed messages are covered twice: every node forgets everything when its
+//! forgets on receipt. Any such change may change anyone's contacts: all contacts are
+//! forgotten. Missed messages are covered twice: every node forgets everything when its
 //! subscription comes back after a Redis outage, and entries expire after
 //! `SWITCHBOARD_AUTHZ_CACHE_MS` (30 s by default; 0 turns the cache off). Expired entries are
 //! dropped by [`AuthzCache::forget_expired`], which the node runs once per TTL, so the cache
@@ -103,8 +104,9 @@ type Grant = [u64; ACTIONS];
 ///
 /// Forgetting one user marks the user instead of finding their entries: the map is keyed by
 /// (user, room), so finding them would be a pass over every entry under the lock every event
-/// takes (milliseconds at the bound: docs/benchmarks/README.md §27). A decision counts when it is younger than the TTL and
-/// younger than the user's mark; marks older than the TTL void nothing and are dropped.
+/// takes (milliseconds at the bound: docs/benchmarks/README.md §27). A decision counts when it
+/// is younger than the TTL and younger than the user's mark; marks older than the TTL void
+/// nothing and are dropped.
 struct Grants {
     by_key: hashbrown::HashMap<GrantKey, Grant, RandomState>,
     forgotten: HashMap<Box<str>, u64>,

@@ -154,8 +154,8 @@ impl Fanout {
     }
 
     /// Delivers a stored event: appends it to the delivery log (once `turn` comes, when it has
-    /// one), from which every node (this one too) emits it. Answers whether it was logged (false: the outbox entry stays, and the
-    /// sweeper delivers the event again).
+    /// one), from which every node (this one too) emits it. Answers whether it was logged
+    /// (false: the outbox entry stays, and the sweeper delivers the event again).
     pub async fn deliver_stored(
         &self,
         outbox_id: i64,

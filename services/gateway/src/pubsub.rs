@@ -282,15 +282,8 @@ mod tests {
         assert_eq!(decode_batch(truncated), None);
     }
 
-    fn redis_url() -> String {
-        std::env::var("SWITCHBOARD_TEST_REDIS_URL")
-            .ok()
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| "redis://127.0.0.1:6379".to_string())
-    }
-
     async fn driver(linger: Duration) -> PacedDriver {
-        let conn = crate::redis::subscriber_client(&redis_url()).unwrap();
+        let conn = crate::redis::subscriber_client(&crate::redis::test_url()).unwrap();
         PacedDriver::start(conn, linger).await.unwrap()
     }
 
@@ -303,7 +296,7 @@ mod tests {
         let receiver = driver(Duration::ZERO).await;
         let mut received = receiver.subscribe(channel.clone(), 64).await.unwrap();
         // What goes over Redis, read by a plain subscriber.
-        let raw = crate::redis::subscriber_client(&redis_url()).unwrap();
+        let raw = crate::redis::subscriber_client(&crate::redis::test_url()).unwrap();
         raw.init().await.unwrap();
         let mut raw_messages = raw.message_rx();
         raw.ssubscribe(channel.as_str()).await.unwrap();

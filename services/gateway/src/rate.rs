@@ -208,13 +208,6 @@ impl RateWindows {
 mod tests {
     use super::*;
 
-    fn redis_url() -> String {
-        std::env::var("SWITCHBOARD_TEST_REDIS_URL")
-            .ok()
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| "redis://127.0.0.1:6379".to_string())
-    }
-
     fn refused(verdicts: &[Result<(), DomainError>]) -> Vec<bool> {
         verdicts.iter().map(Result::is_err).collect()
     }
@@ -223,7 +216,9 @@ mod tests {
     /// call spend the same budget as sends in separate calls, and a repeat spends none.
     #[tokio::test]
     async fn sends_checked_together_count_as_if_checked_one_after_another() {
-        let redis = crate::redis::command_client(&redis_url()).await.unwrap();
+        let redis = crate::redis::command_client(&crate::redis::test_url())
+            .await
+            .unwrap();
         let windows = RateWindows::new(redis, Arc::new(Metrics::new()));
         let prefix = format!("test:{}:", uuid::Uuid::new_v4());
         let rule = RateRule {
@@ -277,7 +272,9 @@ mod tests {
     /// budget back then, not at the end of a fixed period.
     #[tokio::test]
     async fn budget_comes_back_as_each_send_leaves_the_window() {
-        let redis = crate::redis::command_client(&redis_url()).await.unwrap();
+        let redis = crate::redis::command_client(&crate::redis::test_url())
+            .await
+            .unwrap();
         let windows = RateWindows::new(redis, Arc::new(Metrics::new()));
         let prefix = format!("test:{}:", uuid::Uuid::new_v4());
         let rule = RateRule {

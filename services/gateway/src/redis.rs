@@ -114,3 +114,12 @@ async fn resubscribe(client: &SubscriberClient) -> Result<usize, fred::error::Er
     }
     Ok(channels.len() + shard.len())
 }
+
+/// The Redis unit tests use: `SWITCHBOARD_TEST_REDIS_URL`, else the local default.
+#[cfg(test)]
+pub(crate) fn test_url() -> String {
+    std::env::var("SWITCHBOARD_TEST_REDIS_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_string())
+}
