@@ -212,24 +212,44 @@ mod tests {
         verdicts.iter().map(Result::is_err).collect()
     }
 
+    /// Windows over the test Redis, under a prefix of their own, for a rule of `limit` sends per
+    /// `window_ms` in one chat.
+    struct Fixture {
+        windows: RateWindows,
+        prefix: String,
+        rule: RateRule,
+        room: RoomKey,
+    }
+
+    impl Fixture {
+        async fn new(limit: u32, window_ms: u64) -> Self {
+            let redis = crate::redis::command_client(&crate::redis::test_url())
+                .await
+                .unwrap();
+            Fixture {
+                windows: RateWindows::new(redis, Arc::new(Metrics::new())),
+                prefix: format!("test:{}:", uuid::Uuid::new_v4()),
+                rule: RateRule {
+                    name: "chat",
+                    limit,
+                    window_ms,
+                },
+                room: RoomKey::new("chat", "c1"),
+            }
+        }
+
+        fn check(&self, user: &str, client_id: &str) -> RateCheck {
+            RateCheck::new(&self.prefix, &self.rule, user, &self.room, Some(client_id))
+        }
+    }
+
     /// One script call for many sends counts them one after another: a user's sends in the same
     /// call spend the same budget as sends in separate calls, and a repeat spends none.
     #[tokio::test]
     async fn sends_checked_together_count_as_if_checked_one_after_another() {
-        let redis = crate::redis::command_client(&crate::redis::test_url())
-            .await
-            .unwrap();
-        let windows = RateWindows::new(redis, Arc::new(Metrics::new()));
-        let prefix = format!("test:{}:", uuid::Uuid::new_v4());
-        let rule = RateRule {
-            name: "chat",
-            limit: 3,
-            window_ms: 60_000,
-        };
-        let room = RoomKey::new("chat", "c1");
-        let check = |user: &str, client_id: &str| {
-            RateCheck::new(&prefix, &rule, user, &room, Some(client_id))
-        };
+        let f = Fixture::new(3, 60_000).await;
+        let windows = &f.windows;
+        let check = |user: &str, client_id: &str| f.check(user, client_id);
 
         // Alice's 1st and 2nd, Bob's 1st, Alice's 1st again (a repeat), a send without a
         // window, Alice's 3rd and 4th.
@@ -272,24 +292,11 @@ mod tests {
     /// budget back then, not at the end of a fixed period.
     #[tokio::test]
     async fn budget_comes_back_as_each_send_leaves_the_window() {
-        let redis = crate::redis::command_client(&crate::redis::test_url())
-            .await
-            .unwrap();
-        let windows = RateWindows::new(redis, Arc::new(Metrics::new()));
-        let prefix = format!("test:{}:", uuid::Uuid::new_v4());
-        let rule = RateRule {
-            name: "chat",
-            limit: 2,
-            window_ms: 1_500,
-        };
-        let room = RoomKey::new("chat", "c1");
-        let send =
-            |client_id: &str| RateCheck::new(&prefix, &rule, "alice", &room, Some(client_id));
+        let f = &Fixture::new(2, 1_500).await;
         let pause = |ms| tokio::time::sleep(std::time::Duration::from_millis(ms));
         let one = |client_id: &str| {
-            let check = send(client_id);
-            let windows = windows.clone();
-            async move { windows.check([Some(&check)]).await[0].is_err() }
+            let check = f.check("alice", client_id);
+            async move { f.windows.check([Some(&check)]).await[0].is_err() }
         };
 
         assert!(!one("s1").await);
