@@ -10,7 +10,7 @@
 #
 # Knobs (environment): BENCH_OUT=docs/benchmarks, BENCH_REPEATS=2 (ladders and idle),
 # BENCH_SCENARIOS="idle idle-one-node connect-storm typing-fanout typing-fanout-100
-# persisted-send presence-churn node-kill", BENCH_SYSTEMS="switchboard node", BENCH_STEP_SECS
+# persisted-send presence-churn node-kill", BENCH_SYSTEMS="switchboard node bare" (bare: the transport alone, typing scenarios only), BENCH_STEP_SECS
 # (8; a ladder step), BENCH_QUICK=1 (small sizes, for a smoke run),
 # BENCH_SERVE_ONLY=1 (start both clusters and wait, for profiling with perf), BENCH_BIN=DIR
 # (prebuilt binaries instead of this checkout's release build: to compare two builds),
@@ -28,7 +28,7 @@ OUT="${BENCH_OUT:-docs/benchmarks}"
 RAW="$OUT/raw"
 REPEATS="${BENCH_REPEATS:-2}"
 SCENARIOS="${BENCH_SCENARIOS:-idle idle-one-node connect-storm typing-fanout typing-fanout-100 persisted-send presence-churn node-kill}"
-SYSTEMS="${BENCH_SYSTEMS:-switchboard node}"
+SYSTEMS="${BENCH_SYSTEMS:-switchboard node bare}"
 QUICK="${BENCH_QUICK:-0}"
 ADMIN_TOKEN="bench-admin-token-0123456789abcdefgh"
 JWT_SECRET="bench-jwt-secret-0123456789abcdefghijk"
@@ -138,6 +138,22 @@ start_node() {
     URLS[node]="http://127.0.0.1:4000,http://127.0.0.1:4001"
 }
 
+# start_bare: the transport alone (load-tests/bare-peer), bare-1 :4100 and bare-2 :4101, with
+# Switchboard's worker threads. A reference for the typing scenarios only: it serves no sends.
+start_bare() {
+    local n port
+    for n in 1 2; do
+        port=$((4099 + n))
+        if [[ -n "${NODE_PIDS[bare-$n]:-}" ]] && kill -0 "${NODE_PIDS[bare-$n]}" 2>/dev/null; then continue; fi
+        local env=(env PORT="$port" REDIS_URL="$REDIS_URL" REDIS_PREFIX="bench-bare:")
+        if [[ "${BENCH_WORKER_THREADS:-1}" != default ]]; then env+=(TOKIO_WORKER_THREADS="${BENCH_WORKER_THREADS:-1}"); fi
+        spawn "bare-$n" "${env[@]}" "$BIN/sb-bare-peer"
+        NODE_PIDS[bare-$n]=$LAST_PID
+        wait_http "http://127.0.0.1:$port/healthz"
+    done
+    URLS[bare]="http://127.0.0.1:4100,http://127.0.0.1:4101"
+}
+
 # restart_nodes SYSTEM: fresh node processes (idle memory is read as RSS growth, and an
 # allocator reuses what an earlier scenario freed: only a fresh process shows the real cost).
 restart_nodes() {
@@ -195,7 +211,7 @@ watch_args() {
         local s
         for s in membership messages presence; do echo "--watch $s=${SERVICE_PIDS[$s]}"; done
     else
-        echo "--watch node=${NODE_PIDS[node-1]}+${NODE_PIDS[node-2]}"
+        echo "--watch $1=${NODE_PIDS[$1-1]}+${NODE_PIDS[$1-2]}"
     fi
     echo "--watch postgres=comm:postgres --watch redis=comm:redis-server"
 }
@@ -247,7 +263,11 @@ for scenario in $SCENARIOS; do
     for ((r = 0; r < repeats; r++)); do
         order="$SYSTEMS"
         if ((r % 2 == 1)); then order="$(echo "$SYSTEMS" | tr ' ' '\n' | tac | tr '\n' ' ')"; fi
-        for system in $order; do run_one "$system" "$scenario" "$r"; done
+        for system in $order; do
+            # The bare transport serves typing only.
+            [[ "$system" == bare && "$scenario" != typing-fanout* ]] && continue
+            run_one "$system" "$scenario" "$r"
+        done
     done
 done
 

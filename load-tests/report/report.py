@@ -207,13 +207,13 @@ def headline(runs):
 # systems' ladders reached.
 CPU_AT = {"typing-fanout": 45000.0, "typing-fanout-100": 45000.0, "persisted-send": 1000.0}
 PER = {"typing-fanout": "delivered", "typing-fanout-100": "delivered", "persisted-send": "acked"}
-GROUP_ORDER = ["gateways", "membership", "messages", "presence", "node", "postgres", "redis", "generator"]
+GROUP_ORDER = ["gateways", "membership", "messages", "presence", "node", "bare", "postgres", "redis", "generator"]
 
 
-def cpu_rate(runs, scenario):
-    """The offered rate both systems' ladders reached, at most CPU_AT (None without data)."""
+def cpu_rate(runs, scenario, systems=SYSTEMS):
+    """The offered rate every system's ladders reached, at most CPU_AT (None without data)."""
     reached = [{num(s.get("offered_rate")) for s in steps_of(r) if get(s, "cpu_s")}
-               for system in SYSTEMS for r in select(runs, system, scenario)]
+               for system in systems for r in select(runs, system, scenario)]
     common = set.intersection(*reached) if reached else set()
     common.discard(None)
     if not common:
@@ -226,11 +226,11 @@ def step_at(run, rate):
     return next((s for s in steps_of(run) if num(s.get("offered_rate")) == rate), None)
 
 
-def cpu_split(runs, scenario, rate):
+def cpu_split(runs, scenario, rate, systems=SYSTEMS):
     """{system: {group: stats of µs per delivery/send}}, groups incl. 'servers' (all but the
     generator) and the step's steal and p99 beside them."""
     out = {}
-    for system in SYSTEMS:
+    for system in systems:
         per = {}
         for run in select(runs, system, scenario):
             step = step_at(run, rate)
@@ -332,6 +332,44 @@ def fair_markdown(runs):
                  ["steal over the step"] + [fmt(get(split[s], "steal %", "median"), ".2f") + " %" for s in SYSTEMS]]
         md += table(["process", "switchboard", "node"], body)
     return md + [""]
+
+
+# ---------------------------------------------------------------- the transport alone
+# `bare` (load-tests/bare-peer): socketioxide and its Redis adapter serving the typing events with
+# nothing else, run by the same generator in the same run. Not a competitor: the floor under
+# what any Switchboard gateway spends per delivery on this machine.
+REFERENCE = "bare"
+WITH_REFERENCE = SYSTEMS + [REFERENCE]
+
+
+def transport_markdown(runs):
+    scenarios = [s for s in ("typing-fanout", "typing-fanout-100") if select(runs, REFERENCE, s)]
+    if not scenarios:
+        return []
+    md = ["## The transport alone (`bare`, typing only)", "",
+          "`bare` is socketioxide with its Redis adapter on fred, through the same patched engineioxide, "
+          "socketioxide and tungstenite as Switchboard, serving `room:join` and the typing events with no "
+          "authorization, state, persistence or spans (load-tests/bare-peer). It ran in the same run, "
+          "interleaved, driven by the same generator: what the transport alone costs per delivery here.", ""]
+    for scenario in scenarios:
+        best = {s: stats(get(r, "summary", "max_delivered_rate_p99_under_50ms")
+                         for r in select(runs, s, scenario)) for s in WITH_REFERENCE}
+        rate = cpu_rate(runs, scenario, WITH_REFERENCE)
+        if rate is None:
+            continue
+        split = cpu_split(runs, scenario, rate, WITH_REFERENCE)
+        groups = sorted({g for s in WITH_REFERENCE for g in split[s]} - {"servers", "steal %", "p99 ms"},
+                        key=lambda g: (GROUP_ORDER.index(g) if g in GROUP_ORDER else 99, g))
+        md += [f"**{scenario}: µs of CPU per delivery at {fmt(rate)}/s offered**", ""]
+        body = [[g] + [fmt_stats(split[s].get(g), "us") for s in WITH_REFERENCE] for g in groups]
+        body += [["**servers (all but the generator)**"]
+                 + [fmt_stats(split[s].get("servers"), "us") for s in WITH_REFERENCE],
+                 ["highest delivered/s with p99 < 50 ms"] + [fmt_stats(best[s], "rate") for s in WITH_REFERENCE],
+                 ["p99 at this step"] + [fmt_stats(split[s].get("p99 ms"), "ms") for s in WITH_REFERENCE],
+                 ["steal over the step"]
+                 + [fmt(get(split[s], "steal %", "median"), ".2f") + " %" for s in WITH_REFERENCE]]
+        md += table(["process"] + WITH_REFERENCE, body) + [""]
+    return md
 
 
 # ---------------------------------------------------------------- plots
@@ -498,7 +536,7 @@ def measured(runs, scenario):
 def markdown(machine, runs, rows, plots):
     md = ["# Switchboard vs Node.js socket.io — benchmark results", "", "## Machine", ""]
     md += [f"- **{k}**: {v}" for k, v in machine.items()] or [f"{DASH} (no machine.json)"]
-    md += [""] + fair_markdown(runs) + ["## Headline", ""]
+    md += [""] + fair_markdown(runs) + transport_markdown(runs) + ["## Headline", ""]
     md += table(["metric", "switchboard", "node", "ratio (better is ×)", "target", "measured"], [
         [r["metric"], fmt_stats(r["switchboard"], r["unit"]), fmt_stats(r["node"], r["unit"]),
          DASH if r["ratio"] is None else f"{r['ratio']:.2f}×",
