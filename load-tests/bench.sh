@@ -10,7 +10,7 @@
 #
 # Knobs (environment): BENCH_OUT=docs/benchmarks, BENCH_REPEATS=2 (ladders and idle),
 # BENCH_SCENARIOS="idle idle-one-node connect-storm typing-fanout typing-fanout-100
-# persisted-send presence-churn node-kill", BENCH_SYSTEMS="switchboard node bare" (bare: the transport alone, typing scenarios only), BENCH_STEP_SECS
+# persisted-send presence-churn node-kill", BENCH_SYSTEMS="switchboard node bare" (bare: the minimum, typing and sends only), BENCH_STEP_SECS
 # (8; a ladder step), BENCH_QUICK=1 (small sizes, for a smoke run),
 # BENCH_SERVE_ONLY=1 (start both clusters and wait, for profiling with perf), BENCH_BIN=DIR
 # (prebuilt binaries instead of this checkout's release build: to compare two builds),
@@ -138,14 +138,14 @@ start_node() {
     URLS[node]="http://127.0.0.1:4000,http://127.0.0.1:4001"
 }
 
-# start_bare: the transport alone (load-tests/bare-peer), bare-1 :4100 and bare-2 :4101, with
-# Switchboard's worker threads. A reference for the typing scenarios only: it serves no sends.
+# start_bare: the minimum under both systems (load-tests/bare-peer), bare-1 :4100 and bare-2 :4101,
+# with Switchboard's worker threads. A reference for the typing and persisted-send scenarios.
 start_bare() {
     local n port
     for n in 1 2; do
         port=$((4099 + n))
         if [[ -n "${NODE_PIDS[bare-$n]:-}" ]] && kill -0 "${NODE_PIDS[bare-$n]}" 2>/dev/null; then continue; fi
-        local env=(env PORT="$port" REDIS_URL="$REDIS_URL" REDIS_PREFIX="bench-bare:")
+        local env=(env PORT="$port" REDIS_URL="$REDIS_URL" REDIS_PREFIX="bench-bare:" DATABASE_URL="$DB_URL")
         if [[ "${BENCH_WORKER_THREADS:-1}" != default ]]; then env+=(TOKIO_WORKER_THREADS="${BENCH_WORKER_THREADS:-1}"); fi
         spawn "bare-$n" "${env[@]}" "$BIN/sb-bare-peer"
         NODE_PIDS[bare-$n]=$LAST_PID
@@ -264,8 +264,8 @@ for scenario in $SCENARIOS; do
         order="$SYSTEMS"
         if ((r % 2 == 1)); then order="$(echo "$SYSTEMS" | tr ' ' '\n' | tac | tr '\n' ' ')"; fi
         for system in $order; do
-            # The bare transport serves typing only.
-            [[ "$system" == bare && "$scenario" != typing-fanout* ]] && continue
+            # The bare peer serves typing and sends only.
+            [[ "$system" == bare && "$scenario" != typing-fanout* && "$scenario" != persisted-send ]] && continue
             run_one "$system" "$scenario" "$r"
         done
     done
