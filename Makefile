@@ -64,7 +64,7 @@ lint: ## rustfmt check and clippy with warnings as errors (both run; fails if ei
 fmt: ## format the workspace
 	cargo fmt --all
 
-bench: ## Switchboard vs the Node reference peer, same scenarios, one run -> docs/benchmarks/ (~25 min)
+bench: ## Switchboard vs the Node reference peer (and the bare minimum), same scenarios, one run -> docs/benchmarks/ (~55 min)
 	load-tests/bench.sh
 
 helm-lint: ## helm lint + template of the chart (when helm is installed), and the offline checks

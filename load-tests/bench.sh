@@ -10,7 +10,8 @@
 #
 # Knobs (environment): BENCH_OUT=docs/benchmarks, BENCH_REPEATS=2 (ladders and idle),
 # BENCH_SCENARIOS="idle idle-one-node connect-storm typing-fanout typing-fanout-100
-# persisted-send presence-churn node-kill", BENCH_SYSTEMS="switchboard node bare" (bare: the minimum, typing and sends only), BENCH_STEP_SECS
+# persisted-send presence-churn node-kill", BENCH_SYSTEMS="switchboard node bare" (bare: the
+# minimum under both, in the typing and persisted-send scenarios only), BENCH_STEP_SECS
 # (8; a ladder step), BENCH_QUICK=1 (small sizes, for a smoke run),
 # BENCH_SERVE_ONLY=1 (start both clusters and wait, for profiling with perf), BENCH_BIN=DIR
 # (prebuilt binaries instead of this checkout's release build: to compare two builds),

@@ -321,17 +321,21 @@ def fair_markdown(runs):
         rate = cpu_rate(runs, scenario)
         if rate is None:
             continue
-        split = cpu_split(runs, scenario, rate)
-        unit = "send" if PER[scenario] == "acked" else "delivery"
-        groups = sorted({g for s in SYSTEMS for g in split[s]} - {"servers", "steal %", "p99 ms"},
-                        key=lambda g: (GROUP_ORDER.index(g) if g in GROUP_ORDER else 99, g))
-        md += ["", f"**{scenario}: µs of CPU per {unit} at {fmt(rate)}/s offered**", ""]
-        body = [[g] + [fmt_stats(split[s].get(g), "us") for s in SYSTEMS] for g in groups]
-        body += [["**servers (all but the generator)**"] + [fmt_stats(split[s].get("servers"), "us") for s in SYSTEMS],
-                 ["p99 at this step"] + [fmt_stats(split[s].get("p99 ms"), "ms") for s in SYSTEMS],
-                 ["steal over the step"] + [fmt(get(split[s], "steal %", "median"), ".2f") + " %" for s in SYSTEMS]]
-        md += table(["process", "switchboard", "node"], body)
+        md += [""] + cpu_table(scenario, rate, cpu_split(runs, scenario, rate), SYSTEMS)
     return md + [""]
+
+
+def cpu_table(scenario, rate, split, systems, extra_rows=()):
+    """The per-process table of µs per delivery or send, one column per system."""
+    unit = "send" if PER[scenario] == "acked" else "delivery"
+    groups = sorted({g for s in systems for g in split[s]} - {"servers", "steal %", "p99 ms"},
+                    key=lambda g: (GROUP_ORDER.index(g) if g in GROUP_ORDER else 99, g))
+    body = [[g] + [fmt_stats(split[s].get(g), "us") for s in systems] for g in groups]
+    body += [["**servers (all but the generator)**"] + [fmt_stats(split[s].get("servers"), "us") for s in systems],
+             *extra_rows,
+             ["p99 at this step"] + [fmt_stats(split[s].get("p99 ms"), "ms") for s in systems],
+             ["steal over the step"] + [fmt(get(split[s], "steal %", "median"), ".2f") + " %" for s in systems]]
+    return [f"**{scenario}: µs of CPU per {unit} at {fmt(rate)}/s offered**", ""] + table(["process", *systems], body)
 
 
 # ---------------------------------------------------------------- the minimum under both
@@ -340,8 +344,6 @@ def fair_markdown(runs):
 # competitor: the floor under what Switchboard spends per delivery and per send on this machine.
 REFERENCE = "bare"
 WITH_REFERENCE = SYSTEMS + [REFERENCE]
-
-
 BEST = {"typing-fanout": ("max_delivered_rate_p99_under_50ms", "highest delivered/s with p99 < 50 ms"),
         "typing-fanout-100": ("max_delivered_rate_p99_under_50ms", "highest delivered/s with p99 < 50 ms"),
         "persisted-send": ("max_acked_rate_p99_under_50ms", "highest acked/s with ack p99 < 50 ms")}
@@ -364,18 +366,8 @@ def transport_markdown(runs):
         if rate is None:
             continue
         split = cpu_split(runs, scenario, rate, WITH_REFERENCE)
-        groups = sorted({g for s in WITH_REFERENCE for g in split[s]} - {"servers", "steal %", "p99 ms"},
-                        key=lambda g: (GROUP_ORDER.index(g) if g in GROUP_ORDER else 99, g))
-        unit = "send" if PER[scenario] == "acked" else "delivery"
-        md += [f"**{scenario}: µs of CPU per {unit} at {fmt(rate)}/s offered**", ""]
-        body = [[g] + [fmt_stats(split[s].get(g), "us") for s in WITH_REFERENCE] for g in groups]
-        body += [["**servers (all but the generator)**"]
-                 + [fmt_stats(split[s].get("servers"), "us") for s in WITH_REFERENCE],
-                 [best_label] + [fmt_stats(best[s], "rate") for s in WITH_REFERENCE],
-                 ["p99 at this step"] + [fmt_stats(split[s].get("p99 ms"), "ms") for s in WITH_REFERENCE],
-                 ["steal over the step"]
-                 + [fmt(get(split[s], "steal %", "median"), ".2f") + " %" for s in WITH_REFERENCE]]
-        md += table(["process"] + WITH_REFERENCE, body) + [""]
+        best_row = [best_label] + [fmt_stats(best[s], "rate") for s in WITH_REFERENCE]
+        md += cpu_table(scenario, rate, split, WITH_REFERENCE, [best_row]) + [""]
     return md
 
 
