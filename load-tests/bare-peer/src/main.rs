@@ -21,8 +21,6 @@
 use std::net::SocketAddr;
 
 use axum::{Json, Router, routing::post, routing::put, serve::ListenerExt};
-use fred::prelude::{Builder, Config as FredConfig};
-use fred::types::RespVersion;
 use serde::Deserialize;
 use serde_json::json;
 use socketioxide::{
@@ -183,16 +181,13 @@ async fn database() -> anyhow::Result<Option<PgPool>> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let port: u16 = env_or("PORT", "4100").parse()?;
-    let mut config = FredConfig::from_url(&env_or("REDIS_URL", "redis://127.0.0.1:6379"))?;
-    // The adapter's sharded pub/sub needs RESP3.
-    config.version = RespVersion::RESP3;
-    let subscriber = Builder::from_config(config)
-        .with_connection_config(|c| c.tcp.nodelay = Some(true))
-        // fred hands pub/sub messages to the adapter through a broadcast channel of 32 slots by
-        // default, and a reader that falls behind loses messages: the gateway's size, so that
-        // the transport is measured, not that default.
-        .with_performance_config(|p| p.broadcast_channel_capacity = 16_384)
-        .build_subscriber_client()?;
+    // The gateway's own Redis connection (RESP3 for sharded pub/sub, `TCP_NODELAY`, fred's
+    // pub/sub channel sized so that a reader falling behind does not lose messages): the
+    // transport is measured, not fred's defaults.
+    let subscriber = switchboard_gateway::redis_subscriber_client(&env_or(
+        "REDIS_URL",
+        "redis://127.0.0.1:6379",
+    ))?;
     let adapter_config = RedisAdapterConfig::default().with_prefix(format!(
         "{}socket.io",
         env_or("REDIS_PREFIX", "bench-bare:")

@@ -49,6 +49,9 @@ use switchboard_proto::presence as pp;
 use tokio::net::TcpListener;
 
 pub use crate::config::Config;
+/// The Redis pub/sub connection the gateway's Socket.IO adapter runs on; also used by the
+/// benchmarks' bare peer (`load-tests/bare-peer`), so that it runs on the same settings.
+pub use crate::redis::subscriber_client as redis_subscriber_client;
 use crate::{
     auth::{AuthFailure, Authenticator, Credentials, Identity},
     clients::Clients,
