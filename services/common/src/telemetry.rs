@@ -8,7 +8,7 @@
 //!
 //! Trace context crosses gRPC in the `traceparent` metadata entry: clients wrap their channel
 //! with [`inject_trace_context`], servers start their request span with [`grpc_server_span`].
-//! A call that carries several sends (`SendMany`) carries each one's trace in its item
+//! A message that carries several sends (a batch of `SendStream`) carries each one's trace in its item
 //! ([`current_traceparent`], [`set_parent_traceparent`]).
 
 use std::collections::HashMap;
@@ -142,7 +142,7 @@ pub fn inject_trace_context(
 }
 
 /// The current span's trace context as a W3C `traceparent` value (empty without one), for a
-/// call that carries several traces, one per item (`SendMany`): see [`set_parent_traceparent`].
+/// message that carries several traces, one per item (a batch of `SendStream`): see [`set_parent_traceparent`].
 pub fn current_traceparent() -> String {
     let cx = tracing::Span::current().context();
     let mut carrier = HashMap::new();
@@ -173,11 +173,13 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-/// Calls a node makes on a timer, not on anyone's behalf (the outbox sweep, presence
-/// refreshes): without a caller's trace they are traced at debug, so that they do not make an
-/// empty root trace every second per node.
-const PERIODIC_RPCS: &[&str] = &[
+/// Calls a node makes on its own, not on anyone's behalf: on a timer (the outbox sweep,
+/// presence refreshes) or for as long as it runs (the send stream, whose sends each carry their
+/// own trace). Without a caller's trace they are traced at debug, so that they do not make an
+/// empty root trace every second per node, or one as long as a node's life.
+const BACKGROUND_RPCS: &[&str] = &[
     "/switchboard.messages.v1.Messages/ClaimUndelivered",
+    "/switchboard.messages.v1.Messages/SendStream",
     "/switchboard.presence.v1.Presence/Refresh",
 ];
 
@@ -185,27 +187,13 @@ const PERIODIC_RPCS: &[&str] = &[
 pub fn grpc_server_span<B>(req: &http::Request<B>) -> tracing::Span {
     let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
     let rpc = req.uri().path();
-    let span = if !parent.span().span_context().is_valid() && PERIODIC_RPCS.contains(&rpc) {
+    let span = if !parent.span().span_context().is_valid() && BACKGROUND_RPCS.contains(&rpc) {
         tracing::debug_span!("grpc", rpc = %rpc, otel.kind = "server")
     } else {
         tracing::info_span!("grpc", rpc = %rpc, otel.kind = "server")
     };
     let _ = span.set_parent(parent);
     span
-}
-
-/// Links `span` to the trace of `traceparent` (a W3C value; ignored when empty or invalid):
-/// for a span that serves several traces at once (one `SendMany` call carries many sends).
-pub fn link_traceparent(span: &tracing::Span, traceparent: &str) {
-    if traceparent.is_empty() {
-        return;
-    }
-    let carrier = HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
-    let cx = global::get_text_map_propagator(|p| p.extract(&carrier));
-    let linked = cx.span().span_context().clone();
-    if linked.is_valid() {
-        span.add_link(linked);
-    }
 }
 
 /// The span of one incoming HTTP request, a child of the caller's trace when it sent one.

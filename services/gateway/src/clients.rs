@@ -65,15 +65,7 @@ impl Clients {
     ) -> Result<T, DomainError> {
         let start = Instant::now();
         let result = fut.await;
-        let labels = GrpcLabels {
-            service,
-            method,
-            ok: result.is_ok(),
-        };
-        self.metrics
-            .grpc
-            .get_or_create(&labels)
-            .observe(start.elapsed().as_secs_f64());
+        let labels = self.observe(service, method, result.is_ok(), start.elapsed());
         // The service's own time on the call (its Postgres/Redis work), when it reported it.
         let metadata = match &result {
             Ok(r) => Some(r.metadata()),
@@ -92,5 +84,25 @@ impl Clients {
         result
             .map(tonic::Response::into_inner)
             .map_err(DomainError::from)
+    }
+
+    /// Times one call (or, on a stream, one exchange) into the client metrics.
+    pub fn observe(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        ok: bool,
+        took: std::time::Duration,
+    ) -> GrpcLabels {
+        let labels = GrpcLabels {
+            service,
+            method,
+            ok,
+        };
+        self.metrics
+            .grpc
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        labels
     }
 }

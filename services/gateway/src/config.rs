@@ -110,11 +110,12 @@ pub struct Config {
     /// How long shutdown waits after telling clients to reconnect elsewhere.
     pub drain_grace: Duration,
     pub grpc_timeout: Duration,
-    /// At most this many `SendMany` calls open to the messages service; sends arriving while
-    /// all are busy leave together in the next one (`crate::send_forwarder`). With one, a
-    /// node's sends are stored in the order it forwards them (`docs/guarantees.md`, promise 4).
+    /// At most this many batches of sends out to the messages service (1 to 64); sends
+    /// arriving while all are out leave together in the next one (`crate::send_forwarder`).
+    /// With one, a node's sends are stored in the order it forwards them
+    /// (`docs/guarantees.md`, promise 4).
     pub sends_in_flight: usize,
-    /// At most one `SendMany` call per this interval while sends keep coming (a send after a
+    /// At most one batch of sends per this interval while sends keep coming (a send after a
     /// quiet spell goes at once): under load, each call and each commit carries more sends
     /// (`crate::send_forwarder`); 0 = no pacing.
     pub send_linger: Duration,
@@ -294,8 +295,8 @@ impl Config {
             "SWITCHBOARD_DELIVERY_LOG_ENTRIES must be at least 1000",
         )?;
         ensure(
-            self.sends_in_flight > 0,
-            "SWITCHBOARD_SENDS_IN_FLIGHT must be positive",
+            (1..=crate::send_stream::MAX_BATCHES_IN_FLIGHT).contains(&self.sends_in_flight),
+            "SWITCHBOARD_SENDS_IN_FLIGHT must be 1 to 64",
         )?;
         ensure(
             self.send_linger <= Duration::from_millis(1_000),

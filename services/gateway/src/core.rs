@@ -21,6 +21,7 @@ use crate::{
     fanout::{Adapter, Fanout},
     rate::{RateCheck, RateWindows},
     send_forwarder::SendForwarder,
+    send_stream::SendStream,
 };
 
 pub use crate::rate::RateRule;
@@ -333,7 +334,7 @@ impl Core {
         tokio::spawn(confirm_deliveries(clients.clone(), rx));
         let rate_windows = RateWindows::new(redis.clone(), fanout.metrics().clone());
         let sends = SendForwarder::start(
-            clients.clone(),
+            SendStream::start(clients.clone(), config.grpc_timeout),
             rate_windows,
             config.sends_in_flight,
             config.send_linger,

@@ -26,6 +26,7 @@ pub(crate) mod rate;
 pub(crate) mod recovery;
 pub(crate) mod redis;
 pub(crate) mod send_forwarder;
+pub(crate) mod send_stream;
 pub(crate) mod serve;
 
 use std::{

@@ -1,18 +1,19 @@
 //! Forwards this node's sends to the messages service, several per call under load.
 //!
 //! A call per send was most of what the messages service spent on a send (an HTTP/2 stream,
-//! headers, a task and a response each); one call for whatever queued meanwhile cut its CPU
-//! per send by a third and the gateways' by a tenth (docs/benchmarks §12). The forwarder keeps
-//! at most `in_flight` `SendMany` calls open (`SWITCHBOARD_SENDS_IN_FLIGHT`, 1) and starts at
-//! most one call per `linger` (`SWITCHBOARD_SEND_LINGER_MS`): a send after a quiet spell goes
-//! out at once, alone, so a quiet node waits for nothing; sends that keep coming queue and leave
-//! together in the next call, which the messages service then commits together. Each send
+//! headers, a task and a response each); one batch for whatever queued meanwhile cut its CPU
+//! per send by a third and the gateways' by a tenth (docs/benchmarks §12), and carrying the
+//! batches on one stream ([`SendStream`]) cut the cost per batch again (§31). The forwarder
+//! keeps at most `in_flight` batches out (`SWITCHBOARD_SENDS_IN_FLIGHT`, 1) and sends at most
+//! one per `linger` (`SWITCHBOARD_SEND_LINGER_MS`): a send after a quiet spell goes out at
+//! once, alone, so a quiet node waits for nothing; sends that keep coming queue and leave
+//! together in the next batch, which the messages service then commits together. Each send
 //! keeps its own trace (its `traceparent` rides in the item) and gets its own outcome, with its
 //! turn to append its event to the delivery log: sends are logged in the order they were
 //! forwarded, which is the order the messages service stored them in (`AppendTurn`).
 //!
-//! Before a call leaves, its sends' rate windows are checked together, in one Redis script call
-//! ([`RateWindows`]): a refused send is answered as such and left out of the call.
+//! Before a batch leaves, its sends' rate windows are checked together, in one Redis script
+//! call ([`RateWindows`]): a refused send is answered as such and left out of the batch.
 
 use std::{sync::Arc, time::Duration};
 
@@ -27,23 +28,23 @@ use tokio::{
 
 use crate::{
     batch,
-    clients::Clients,
     delivery_log::AppendTurn,
     rate::{RateCheck, RateWindows},
+    send_stream::SendStream,
 };
 
-/// The most sends one call carries.
-const MAX_ITEMS_PER_CALL: usize = 256;
-/// The most bytes of sends one call carries (unless its first send alone is larger): a call, and
-/// its answer, which repeats each message, stay well under tonic's 4 MiB message limit.
-const MAX_BYTES_PER_CALL: usize = 1 << 20;
-/// Sends waiting for a call; a full queue makes senders wait.
+/// The most sends one batch carries.
+const MAX_ITEMS_PER_BATCH: usize = 256;
+/// The most bytes of sends one batch carries (unless its first send alone is larger): a batch,
+/// and its answer, which repeats each message, stay well under tonic's 4 MiB message limit.
+const MAX_BYTES_PER_BATCH: usize = 1 << 20;
+/// Sends waiting for a batch; a full queue makes senders wait.
 const QUEUE: usize = 10_000;
 
 type Outcome = Result<pmsg::SendResponse, DomainError>;
 
 struct Queued {
-    item: pmsg::SendManyItem,
+    item: pmsg::BatchedSend,
     /// The sender's rate window, when the send is counted against one.
     rate: Option<RateCheck>,
     reply: oneshot::Sender<(Outcome, AppendTurn)>,
@@ -57,14 +58,14 @@ pub struct SendForwarder {
 impl SendForwarder {
     /// Starts the forwarding task on the current runtime.
     pub fn start(
-        clients: Clients,
+        stream: SendStream,
         rate_windows: RateWindows,
         in_flight: usize,
         linger: Duration,
     ) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
         let in_flight = Arc::new(Semaphore::new(in_flight));
-        tokio::spawn(forward(clients, rate_windows, rx, in_flight, linger));
+        tokio::spawn(forward(stream, rate_windows, rx, in_flight, linger));
         Self { queue }
     }
 
@@ -75,7 +76,7 @@ impl SendForwarder {
         request: pmsg::SendRequest,
         rate: Option<RateCheck>,
     ) -> (Outcome, Option<AppendTurn>) {
-        let item = pmsg::SendManyItem {
+        let item = pmsg::BatchedSend {
             request: Some(request),
             traceparent: telemetry::current_traceparent(),
         };
@@ -92,7 +93,7 @@ impl SendForwarder {
 }
 
 async fn forward(
-    clients: Clients,
+    stream: SendStream,
     rate_windows: RateWindows,
     mut rx: mpsc::Receiver<Queued>,
     in_flight: Arc<Semaphore>,
@@ -100,13 +101,13 @@ async fn forward(
 ) {
     let mut held_back = None;
     let mut next_call = Instant::now();
-    // The end of the line of append turns: each call's sends queue behind the previous call's.
+    // The end of the line of append turns: each batch's sends queue behind the previous one's.
     let mut last_turn = None;
     loop {
         let Some(first) = batch::first(&mut held_back, &mut rx).await else {
             return;
         };
-        // Waiting for the pace and for a free call is what lets sends gather.
+        // Waiting for the pace and for a free place is what lets sends gather.
         if next_call > Instant::now() {
             tokio::time::sleep_until(next_call).await;
         }
@@ -117,7 +118,7 @@ async fn forward(
         let batch;
         (batch, held_back) = gather(first, &mut rx);
         let turns = AppendTurn::line(&mut last_turn, batch.len());
-        let clients = clients.clone();
+        let stream = stream.clone();
         let rate_windows = rate_windows.clone();
         tokio::spawn(async move {
             let verdicts = rate_windows
@@ -140,9 +141,7 @@ async fn forward(
             if items.is_empty() {
                 return;
             }
-            let mut messages = clients.messages.clone();
-            let call = messages.send_many(pmsg::SendManyRequest { items });
-            let answer = clients.call("messages", "SendMany", call).await;
+            let answer = stream.send(items).await;
             drop(permit);
             let sends = replies.len();
             for ((reply, turn), outcome) in replies.into_iter().zip(outcomes(answer, sends)) {
@@ -152,23 +151,23 @@ async fn forward(
     }
 }
 
-/// `first` and what queued behind it, within a call's limits; a send that would take the call
-/// over its byte limit is handed back, to lead the next call.
+/// `first` and what queued behind it, within a batch's limits; a send that would take the batch
+/// over its byte limit is handed back, to lead the next batch.
 fn gather(first: Queued, rx: &mut mpsc::Receiver<Queued>) -> (Vec<Queued>, Option<Queued>) {
-    batch::gather(first, rx, MAX_ITEMS_PER_CALL, MAX_BYTES_PER_CALL, |q| {
+    batch::gather(first, rx, MAX_ITEMS_PER_BATCH, MAX_BYTES_PER_BATCH, |q| {
         q.item.encoded_len()
     })
 }
 
-/// One outcome per send of a call: the service's own, or the call's failure for each.
-fn outcomes(answer: Result<pmsg::SendManyResponse, DomainError>, sends: usize) -> Vec<Outcome> {
+/// One outcome per send of a batch: the service's own, or the batch's failure for each.
+fn outcomes(answer: Result<Vec<pmsg::SendOutcome>, DomainError>, sends: usize) -> Vec<Outcome> {
     match answer {
-        Ok(r) if r.outcomes.len() == sends => r.outcomes.into_iter().map(outcome).collect(),
+        Ok(r) if r.len() == sends => r.into_iter().map(outcome).collect(),
         Ok(r) => {
             tracing::error!(
                 sends,
-                outcomes = r.outcomes.len(),
-                "SendMany answered a different number of sends"
+                outcomes = r.len(),
+                "the messages service answered a batch with a different number of sends"
             );
             vec![
                 Err(DomainError::internal(
@@ -214,15 +213,13 @@ mod tests {
             outbox_id: 7,
             ..Default::default()
         };
-        let answer = pmsg::SendManyResponse {
-            outcomes: vec![
-                refused(ErrorCode::NotFound),
-                pmsg::SendOutcome {
-                    outcome: Some(pmsg::send_outcome::Outcome::Sent(sent.clone())),
-                },
-                refused(ErrorCode::Validation),
-            ],
-        };
+        let answer = vec![
+            refused(ErrorCode::NotFound),
+            pmsg::SendOutcome {
+                outcome: Some(pmsg::send_outcome::Outcome::Sent(sent.clone())),
+            },
+            refused(ErrorCode::Validation),
+        ];
         let got = outcomes(Ok(answer), 3);
         assert_eq!(got[0].as_ref().unwrap_err().code, ErrorCode::NotFound);
         assert_eq!(got[1].as_ref().unwrap(), &sent);
@@ -230,7 +227,7 @@ mod tests {
     }
 
     fn queued(content_bytes: usize) -> Queued {
-        let item = pmsg::SendManyItem {
+        let item = pmsg::BatchedSend {
             request: Some(pmsg::SendRequest {
                 content: "x".repeat(content_bytes),
                 ..Default::default()
@@ -245,9 +242,9 @@ mod tests {
     }
 
     #[test]
-    fn a_call_takes_what_queued_within_its_limits() {
+    fn a_batch_takes_what_queued_within_its_limits() {
         let (tx, mut rx) = mpsc::channel(QUEUE);
-        // Three sends of 0.4 MiB: two fit in a call, the third leads the next one.
+        // Three sends of 0.4 MiB: two fit in a batch, the third leads the next one.
         for _ in 0..3 {
             assert!(tx.try_send(queued(400 << 10)).is_ok());
         }
@@ -259,12 +256,12 @@ mod tests {
         // A send larger than the limit still goes, alone.
         let (batch, rest) = gather(queued(2 << 20), &mut rx);
         assert_eq!((batch.len(), rest.is_none()), (1, true));
-        // Small sends: at most MAX_ITEMS_PER_CALL per call.
-        for _ in 0..MAX_ITEMS_PER_CALL + 5 {
+        // Small sends: at most MAX_ITEMS_PER_BATCH per batch.
+        for _ in 0..MAX_ITEMS_PER_BATCH + 5 {
             assert!(tx.try_send(queued(10)).is_ok());
         }
         let (batch, rest) = gather(queued(10), &mut rx);
-        assert_eq!((batch.len(), rest.is_none()), (MAX_ITEMS_PER_CALL, true));
+        assert_eq!((batch.len(), rest.is_none()), (MAX_ITEMS_PER_BATCH, true));
         assert_eq!(rx.len(), 6);
     }
 
@@ -273,9 +270,7 @@ mod tests {
         let down = DomainError::new(ErrorCode::Unavailable, "down");
         let got = outcomes(Err(down.clone()), 2);
         assert!(got.iter().all(|o| o.as_ref().unwrap_err() == &down));
-        let short = pmsg::SendManyResponse {
-            outcomes: vec![refused(ErrorCode::NotFound)],
-        };
+        let short = vec![refused(ErrorCode::NotFound)];
         let got = outcomes(Ok(short), 2);
         assert_eq!(got.len(), 2);
         assert!(

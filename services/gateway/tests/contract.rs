@@ -147,8 +147,8 @@ fn trace_of_an_error() {
     for line in ids.lines().filter(|l| !l.is_empty()) {
         let (kind, id) = line.split_once(' ').expect("`<kind> <id>` lines");
         // Where the error started in the gateway, and which span of the messages service must
-        // be in its trace (a refused API send goes through a batched `SendMany`, each send in
-        // it a span of the sender's trace).
+        // be in its trace (a refused API send goes through a batch on the `SendStream`, each
+        // send in it a span of the sender's trace).
         let (gateway_span, messages_span) = match kind {
             "socket" => ("socket.event", "grpc"),
             _ => ("http", "send"),
@@ -233,7 +233,7 @@ fn connection_state_recovery() {
 }
 
 /// Send pacing (issue #17): with `SWITCHBOARD_SEND_LINGER_MS` at 1,000, sends made right after a
-/// call leave together in the next one, each still acked and delivered once, in order.
+/// batch leave together in the next one, each still acked and delivered once, in order.
 #[test]
 fn send_pacing() {
     let cluster = Cluster::start_with_env(

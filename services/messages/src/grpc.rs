@@ -3,7 +3,8 @@
 
 use switchboard_common::{DomainError, telemetry, time_fmt::to_ms};
 use switchboard_proto::messages::{self as pb, messages_server::Messages};
-use tonic::{Request, Response, Status};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::{
@@ -12,6 +13,7 @@ use crate::{
         self, Claim, HistoryQuery, MarkRead, MessageDelete, MessageEdit, MessageGet, NewMessage,
         ReceiptsQuery,
     },
+    send_stream,
     store::{self, Store},
 };
 
@@ -21,15 +23,23 @@ pub struct MessagesService {
     store: Store,
     batcher: SendBatcher,
     max_content_chars: usize,
+    /// Becomes true when the service starts shutting down: send streams then drain.
+    stopping: watch::Receiver<bool>,
 }
 
 impl MessagesService {
     /// Starts the send batcher (see [`crate::batch`]) on the current runtime.
-    pub fn new(store: Store, max_content_chars: usize, send_lanes: usize) -> Self {
+    pub fn new(
+        store: Store,
+        max_content_chars: usize,
+        send_lanes: usize,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
         Self {
             batcher: SendBatcher::start(store.clone(), send_lanes),
             store,
             max_content_chars,
+            stopping,
         }
     }
 
@@ -47,14 +57,55 @@ impl MessagesService {
             outbox_id: sent.outbox_id,
         })
     }
+
+    /// Stores one batch of a send stream: each send as `Send` would, concurrently, so that its
+    /// plain sends land in the same group commit; an outcome per send, in order.
+    pub(crate) async fn send_batch(&self, batch: pb::SendBatch) -> pb::SendBatchOutcomes {
+        let outcomes = if batch.sends.len() > MAX_SENDS_PER_BATCH {
+            let refused =
+                DomainError::validation(format!("at most {MAX_SENDS_PER_BATCH} sends per batch"));
+            vec![Err(refused); batch.sends.len()]
+        } else {
+            futures_util::future::join_all(batch.sends.into_iter().map(|send| {
+                // Each send is a span of its sender's trace.
+                let span = tracing::info_span!("send");
+                telemetry::set_parent_traceparent(&span, &send.traceparent);
+                async move {
+                    let request = send
+                        .request
+                        .ok_or_else(|| DomainError::validation("missing request"))?;
+                    self.send_one(request).await
+                }
+                .instrument(span)
+            }))
+            .await
+        };
+        let outcomes = outcomes
+            .into_iter()
+            .map(|r| pb::SendOutcome {
+                outcome: Some(match r {
+                    Ok(sent) => pb::send_outcome::Outcome::Sent(sent),
+                    Err(e) => pb::send_outcome::Outcome::Error(pb::SendError {
+                        code: e.code.name().to_string(),
+                        message: e.message,
+                    }),
+                }),
+            })
+            .collect();
+        pb::SendBatchOutcomes {
+            batch_id: batch.batch_id,
+            outcomes,
+            draining: false,
+        }
+    }
 }
 
 fn status(e: DomainError) -> Status {
     e.into()
 }
 
-/// The most sends one `SendMany` call may carry.
-pub const MAX_SEND_MANY_ITEMS: usize = 1024;
+/// The most sends one batch of a send stream may carry; every send of a larger one is refused.
+pub const MAX_SENDS_PER_BATCH: usize = 1024;
 
 #[tonic::async_trait]
 impl Messages for MessagesService {
@@ -68,47 +119,14 @@ impl Messages for MessagesService {
             .map_err(status)
     }
 
-    async fn send_many(
+    type SendStreamStream = send_stream::Answers;
+
+    async fn send_stream(
         &self,
-        request: Request<pb::SendManyRequest>,
-    ) -> Result<Response<pb::SendManyResponse>, Status> {
-        let items = request.into_inner().items;
-        if items.len() > MAX_SEND_MANY_ITEMS {
-            return Err(status(DomainError::validation(format!(
-                "at most {MAX_SEND_MANY_ITEMS} sends per call"
-            ))));
-        }
-        // The call's own span serves every send it carries: linked to each one's trace.
-        let call = tracing::Span::current();
-        for item in &items {
-            telemetry::link_traceparent(&call, &item.traceparent);
-        }
-        // Concurrently: plain sends of one call land in the same batch of their lane.
-        let outcomes = futures_util::future::join_all(items.into_iter().map(|item| {
-            let span = tracing::info_span!("send");
-            telemetry::set_parent_traceparent(&span, &item.traceparent);
-            async move {
-                let request = item
-                    .request
-                    .ok_or_else(|| DomainError::validation("missing request"))?;
-                self.send_one(request).await
-            }
-            .instrument(span)
-        }))
-        .await;
-        let outcomes = outcomes
-            .into_iter()
-            .map(|r| pb::SendOutcome {
-                outcome: Some(match r {
-                    Ok(sent) => pb::send_outcome::Outcome::Sent(sent),
-                    Err(e) => pb::send_outcome::Outcome::Error(pb::SendError {
-                        code: e.code.name().to_string(),
-                        message: e.message,
-                    }),
-                }),
-            })
-            .collect();
-        Ok(Response::new(pb::SendManyResponse { outcomes }))
+        request: Request<Streaming<pb::SendBatch>>,
+    ) -> Result<Response<Self::SendStreamStream>, Status> {
+        let answers = send_stream::start(self.clone(), request.into_inner(), self.stopping.clone());
+        Ok(Response::new(answers))
     }
 
     async fn edit(

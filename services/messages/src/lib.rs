@@ -12,6 +12,8 @@
 //! - **MarkRead / ListReceipts** keep forward-only read cursors per `(room, user)`.
 //! - **History** pages through a room in either direction.
 //! - **ClaimUndelivered / MarkDelivered** let gateway nodes lease and confirm outbox entries.
+//! - **SendStream** carries a gateway's sends in batches on one long-lived stream
+//!   ([`send_stream`]).
 //!
 //! It does **not** decide authorization: the gateway asks the membership service first and
 //! passes its decisions (e.g. `actor_may_moderate`). This service enforces data rules only
@@ -28,8 +30,9 @@ use switchboard_proto::messages::messages_server::MessagesServer;
 mod batch;
 mod grpc;
 pub use batch::CHECK_AFTER_IDLE;
-pub use grpc::MAX_SEND_MANY_ITEMS;
+pub use grpc::MAX_SENDS_PER_BATCH;
 pub mod model;
+mod send_stream;
 pub mod store;
 
 pub use grpc::MessagesService;
@@ -124,10 +127,18 @@ pub async fn run(
                 switchboard_common::config::redact_url(&config.database_url)
             )
         })?;
+    // Send streams outlive any call: told when shutdown starts, they drain and end, and only
+    // then can the server's graceful shutdown finish.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
     let service = MessagesService::new(
         Store::new(pool),
         config.max_content_chars,
         config.send_lanes,
+        stopping,
     );
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "messages service listening");

@@ -11,7 +11,7 @@ use switchboard_proto::{
     common::RoomRef,
     messages::{self as pb, messages_client::MessagesClient},
 };
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 
 const MAX_CONTENT_CHARS: usize = 1000;
@@ -19,7 +19,8 @@ const MAX_CONTENT_CHARS: usize = 1000;
 struct Harness {
     client: MessagesClient<Channel>,
     pool: PgPool,
-    _stop: oneshot::Sender<()>,
+    /// Dropped or sent: the service shuts down.
+    stop: Option<oneshot::Sender<()>>,
 }
 
 async fn start() -> Harness {
@@ -60,7 +61,7 @@ async fn start() -> Harness {
     Harness {
         client,
         pool,
-        _stop: stop,
+        stop: Some(stop),
     }
 }
 
@@ -574,46 +575,86 @@ async fn a_batch_with_a_repeat_inside_is_stored_one_by_one() {
     assert_eq!(h.count("SELECT count(*) FROM outbox").await, 2);
 }
 
+/// A send stream for tests: batches go in through the sender (dropping it closes the
+/// stream's request side), answers come out of the `Streaming`.
+async fn open_send_stream(
+    h: &Harness,
+) -> (
+    mpsc::Sender<pb::SendBatch>,
+    tonic::Streaming<pb::SendBatchOutcomes>,
+) {
+    let (batches, rx) = mpsc::channel(16);
+    let request = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|batch| (batch, rx))
+    });
+    let answers = h
+        .client
+        .clone()
+        .send_stream(request)
+        .await
+        .expect("SendStream")
+        .into_inner();
+    (batches, answers)
+}
+
+/// The stream's next answer (a hang guard, not a timing assertion: the service answers at once).
+async fn next_answer(
+    answers: &mut tonic::Streaming<pb::SendBatchOutcomes>,
+) -> Option<pb::SendBatchOutcomes> {
+    tokio::time::timeout(std::time::Duration::from_secs(20), answers.message())
+        .await
+        .expect("the send stream answered")
+        .expect("the send stream is healthy")
+}
+
+fn batched(request: Option<pb::SendRequest>) -> pb::BatchedSend {
+    pb::BatchedSend {
+        request,
+        traceparent: String::new(),
+    }
+}
+
+fn sent(o: &pb::SendOutcome) -> pb::SendResponse {
+    match &o.outcome {
+        Some(pb::send_outcome::Outcome::Sent(s)) => s.clone(),
+        other => panic!("expected a stored message, got {other:?}"),
+    }
+}
+
+fn refused(o: &pb::SendOutcome) -> Option<ErrorCode> {
+    match &o.outcome {
+        Some(pb::send_outcome::Outcome::Error(e)) => ErrorCode::from_name(&e.code),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
 #[tokio::test]
-async fn send_many_answers_each_send_in_order() {
+async fn send_stream_answers_each_send_of_each_batch_in_order() {
     let h = start().await;
     let a = h.room("chat", "a").await;
     let nowhere = missing_room();
-    let item = |request: Option<pb::SendRequest>| pb::SendManyItem {
-        request,
-        traceparent: String::new(),
-    };
     let with_id = |content: &str, client_id: &str| pb::SendRequest {
         client_id: Some(client_id.into()),
         ..text(&a, "u1", content)
     };
-    let call = |items: Vec<pb::SendManyItem>| {
-        let mut client = h.client.clone();
-        async move {
-            client
-                .send_many(pb::SendManyRequest { items })
-                .await
-                .expect("SendMany")
-                .into_inner()
-                .outcomes
-        }
-    };
-    let outcomes = call(vec![
-        item(Some(with_id("one", "c1"))),
-        item(Some(text(&nowhere, "u1", "lost"))),
-        item(None),
-        item(Some(text(&a, "u1", ""))),
-        item(Some(with_id("two", "c2"))),
-    ])
-    .await;
-    let sent = |o: &pb::SendOutcome| match &o.outcome {
-        Some(pb::send_outcome::Outcome::Sent(s)) => s.clone(),
-        other => panic!("expected a stored message, got {other:?}"),
-    };
-    let refused = |o: &pb::SendOutcome| match &o.outcome {
-        Some(pb::send_outcome::Outcome::Error(e)) => ErrorCode::from_name(&e.code),
-        other => panic!("expected an error, got {other:?}"),
-    };
+    let (batches, mut answers) = open_send_stream(&h).await;
+    let batch = |batch_id, sends| pb::SendBatch { batch_id, sends };
+    batches
+        .send(batch(
+            7,
+            vec![
+                batched(Some(with_id("one", "c1"))),
+                batched(Some(text(&nowhere, "u1", "lost"))),
+                batched(None),
+                batched(Some(text(&a, "u1", ""))),
+                batched(Some(with_id("two", "c2"))),
+            ],
+        ))
+        .await
+        .unwrap();
+    let answer = next_answer(&mut answers).await.expect("an answer");
+    assert_eq!((answer.batch_id, answer.draining), (7, false));
+    let outcomes = answer.outcomes;
     assert_eq!(outcomes.len(), 5);
     let one = sent(&outcomes[0]);
     assert!(one.created && one.outbox_id > 0);
@@ -625,24 +666,78 @@ async fn send_many_answers_each_send_in_order() {
     assert_eq!(two.message.as_ref().unwrap().content, "two");
     assert_eq!(h.count("SELECT count(*) FROM messages").await, 2);
 
-    // A repeat in a later call is answered with the stored message and stores nothing.
-    let again = call(vec![item(Some(with_id("one", "c1")))]).await;
-    let again = sent(&again[0]);
+    // A repeat in a later batch is answered with the stored message and stores nothing.
+    batches
+        .send(batch(8, vec![batched(Some(with_id("one", "c1")))]))
+        .await
+        .unwrap();
+    let answer = next_answer(&mut answers).await.expect("an answer");
+    assert_eq!(answer.batch_id, 8);
+    let again = sent(&answer.outcomes[0]);
     assert!(!again.created);
     assert_eq!(again.message.unwrap().id, one.message.unwrap().id);
     assert_eq!(h.count("SELECT count(*) FROM messages").await, 2);
 
-    // Too many sends in one call: the call is refused, nothing is stored.
-    let too_many = (0..=switchboard_messages::MAX_SEND_MANY_ITEMS)
-        .map(|i| item(Some(text(&a, "u1", &format!("m{i}")))))
+    // Too many sends in one batch: each is refused, nothing is stored, the stream goes on.
+    let too_many = (0..=switchboard_messages::MAX_SENDS_PER_BATCH)
+        .map(|i| batched(Some(text(&a, "u1", &format!("m{i}")))))
         .collect();
-    let refused_call = h
-        .client
-        .clone()
-        .send_many(pb::SendManyRequest { items: too_many })
+    batches.send(batch(9, too_many)).await.unwrap();
+    let answer = next_answer(&mut answers).await.expect("an answer");
+    assert_eq!(answer.batch_id, 9);
+    assert_eq!(
+        answer.outcomes.len(),
+        switchboard_messages::MAX_SENDS_PER_BATCH + 1
+    );
+    assert!(
+        answer
+            .outcomes
+            .iter()
+            .all(|o| refused(o) == Some(ErrorCode::Validation))
+    );
+    assert_eq!(h.count("SELECT count(*) FROM messages").await, 2);
+    batches
+        .send(batch(10, vec![batched(Some(with_id("three", "c3")))]))
         .await
-        .map_err(DomainError::from);
-    assert_eq!(code(refused_call), ErrorCode::Validation);
+        .unwrap();
+    let answer = next_answer(&mut answers).await.expect("an answer");
+    assert!(sent(&answer.outcomes[0]).created);
+
+    // Closing the request side ends the stream once everything is answered.
+    drop(batches);
+    assert!(next_answer(&mut answers).await.is_none());
+}
+
+/// Shutting down, the service tells the stream to drain, still answers what the gateway sends
+/// before closing its side, and then ends the stream: a rolling restart answers every batch.
+#[tokio::test]
+async fn a_draining_send_stream_answers_what_was_sent_before_it_closed() {
+    let mut h = start().await;
+    let a = h.room("chat", "a").await;
+    let (batches, mut answers) = open_send_stream(&h).await;
+    let batch = |batch_id, content: &str| pb::SendBatch {
+        batch_id,
+        sends: vec![batched(Some(text(&a, "u1", content)))],
+    };
+    batches.send(batch(1, "before")).await.unwrap();
+    let answer = next_answer(&mut answers).await.expect("an answer");
+    assert!(sent(&answer.outcomes[0]).created);
+
+    let _ = h.stop.take().expect("running").send(());
+    let notice = next_answer(&mut answers).await.expect("a notice");
+    assert!(
+        notice.draining,
+        "the first answer after shutdown is the notice"
+    );
+    assert!(notice.outcomes.is_empty());
+
+    // Sent after the notice (as a gateway's batch in flight would be): still stored, answered.
+    batches.send(batch(2, "during")).await.unwrap();
+    let answer = next_answer(&mut answers).await.expect("an answer");
+    assert_eq!(answer.batch_id, 2);
+    assert!(sent(&answer.outcomes[0]).created);
+    drop(batches);
+    assert!(next_answer(&mut answers).await.is_none());
     assert_eq!(h.count("SELECT count(*) FROM messages").await, 2);
 }
 

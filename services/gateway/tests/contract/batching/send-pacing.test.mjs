@@ -1,17 +1,17 @@
-// Send pacing (issue #17): a gateway starts at most one `SendMany` call to the messages service
-// per `SWITCHBOARD_SEND_LINGER_MS` while sends keep coming, so sends made meanwhile leave, and are
+// Send pacing (issue #17): a gateway sends at most one batch to the messages service (on its
+// `SendStream`) per `SWITCHBOARD_SEND_LINGER_MS` while sends keep coming, so sends made meanwhile leave, and are
 // committed, together; a send after a quiet spell leaves at once.
 //
 // Run by the `send_pacing` test function, whose cluster paces at 1,000 ms: after one send, four
 // sockets on node 1 send at once (a socket's own events are handled one after another, so four
-// senders), and their four sends must travel in one call; without pacing, a call would leave
-// for the first of them at once, and more calls after it. Calls are counted on node 1's
+// senders), and their four sends must travel in one batch; without pacing, a batch would leave
+// for the first of them at once, and more batches after it. Batches are counted on node 1's
 // /metrics. Each message still gets its own ack and reaches the room on node 2 once, in the
-// order it was stored (a call's sends once reached the log in the order their tasks happened
+// order it was stored (a batch's sends once reached the log in the order their tasks happened
 // to resume: seen as 1, 2, 5, 3, 4).
 //
-// A call's sends have their rate windows checked together, in one Redis script call: the
-// cluster's chat limit is 2 sends per window, so one user's sends that leave in the same call
+// A batch's sends have their rate windows checked together, in one Redis script call: the
+// cluster's chat limit is 2 sends per window, so one user's sends that leave in the same batch
 // must still count one after another.
 
 import assert from 'node:assert/strict';
@@ -35,13 +35,13 @@ import {
 
 after(closeAll);
 
-/** `SendMany` calls node 1 has made to the messages service, answered or not. */
-async function sendManyCalls() {
-  const calls = { service: 'messages', method: 'SendMany' };
-  return sample(await scrape(NODE1), 'switchboard_grpc_client_duration_seconds_count', calls);
+/** Batches of sends node 1 has sent to the messages service, answered or not. */
+async function sendBatches() {
+  const batches = { service: 'messages', method: 'SendStream' };
+  return sample(await scrape(NODE1), 'switchboard_grpc_client_duration_seconds_count', batches);
 }
 
-test('sends made right after a call leave together, in the next call', async () => {
+test('sends made right after a batch leave together, in the next batch', async () => {
   const { chatId, users } = await newChat({ members: 6 });
   const senders = [];
   for (const u of users.slice(0, 5)) {
@@ -52,10 +52,10 @@ test('sends made right after a call leave together, in the next call', async () 
   const receiver = await connectUser(users[5], NODE2);
   await join(receiver, chatId);
 
-  const before = await sendManyCalls();
+  const before = await sendBatches();
   const first = await send(senders[0], chatId, 'first');
   const rest = await Promise.all(senders.slice(1).map((s, i) => send(s, chatId, `after ${i}`)));
-  assert.equal(await sendManyCalls(), before + 2, 'the first send alone, the four after it in one call');
+  assert.equal(await sendBatches(), before + 2, 'the first send alone, the four after it in one batch');
 
   const stored = [first, ...rest].sort((x, y) => Number(x.serverId) - Number(y.serverId));
   assert.equal(new Set(stored.map((r) => r.serverId)).size, 5, 'five messages stored');
@@ -68,7 +68,7 @@ test('sends made right after a call leave together, in the next call', async () 
   );
 });
 
-test('one user\'s sends in the same call count against their window one after another', async () => {
+test('one user\'s sends in the same batch count against their window one after another', async () => {
   const { chatId, users } = await newChat({ members: 2 });
   const devices = [];
   for (let i = 0; i < 3; i++) {
@@ -79,14 +79,14 @@ test('one user\'s sends in the same call count against their window one after an
   const receiver = await connectUser(users[1], NODE2);
   await join(receiver, chatId);
 
-  const before = await sendManyCalls();
+  const before = await sendBatches();
   await send(devices[0], chatId, 'first');
-  // Two devices at once: both wait for the next call, which counts the first as the second of
+  // Two devices at once: both wait for the next batch, which counts the first as the second of
   // the window (limit 2) and refuses the other.
   const answers = await Promise.all(
     devices.slice(1).map((d, i) => ack(d, 'message:send', { chatId, body: `at once ${i}`, clientId: randomUUID() })),
   );
-  assert.equal(await sendManyCalls(), before + 2, 'the first send alone, the two after it in one call');
+  assert.equal(await sendBatches(), before + 2, 'the first send alone, the two after it in one batch');
   const refused = answers.filter((a) => a.ok === false);
   assert.equal(refused.length, 1, `exactly one of the two is over the limit: ${JSON.stringify(answers)}`);
   assertErrorAck(refused[0], 'RATE_LIMITED');
