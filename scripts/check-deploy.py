@@ -234,6 +234,7 @@ KNOWN = {
     "switchboard_grpc_server_duration_seconds_count",
     "switchboard_grpc_server_duration_seconds_sum",
     "switchboard_outbox_redelivered_total",
+    "switchboard_send_stage_seconds_bucket",
 }
 
 

@@ -19,6 +19,7 @@ use crate::{
     delivery_log::AppendTurn,
     dialect::Mount,
     fanout::{Adapter, Fanout},
+    metrics::SendStage,
     rate::{RateCheck, RateWindows},
     send_forwarder::SendForwarder,
     send_stream::SendStream,
@@ -336,6 +337,7 @@ impl Core {
         let sends = SendForwarder::start(
             SendStream::start(clients.clone(), config.grpc_timeout),
             rate_windows,
+            fanout.metrics().clone(),
             config.sends_in_flight,
             config.send_linger,
         );
@@ -601,6 +603,7 @@ impl Core {
         let resp = resp?;
         let message = Message::try_from(resp.message)?;
         if resp.created {
+            let stored = std::time::Instant::now();
             self.broadcast_and_confirm(
                 MessageEvent::New,
                 &message,
@@ -609,6 +612,9 @@ impl Core {
                 turn,
             )
             .await;
+            self.fanout
+                .metrics()
+                .send_stage(SendStage::Log, stored.elapsed());
         }
         Ok(Sent {
             message,

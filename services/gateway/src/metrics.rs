@@ -26,6 +26,12 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// A stage of a stored send's way through this node (`send_stage_seconds`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub stage: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GrpcLabels {
     pub service: &'static str,
@@ -41,6 +47,8 @@ pub struct Metrics {
     pub errors: Family<CodeLabels, Counter<u64, AtomicU64>>,
     pub grpc: Family<GrpcLabels, Histogram>,
     pub grpc_server: Family<GrpcLabels, Histogram>,
+    /// Where a stored send's time on this node goes, per stage (see `SendStage`).
+    pub send_stages: Family<StageLabels, Histogram>,
     pub redelivered: Counter<u64, AtomicU64>,
     pub disconnects: Family<ReasonLabels, Counter<u64, AtomicU64>>,
     /// Deliveries to a socket whose outgoing queue was full (a slow consumer, disconnected
@@ -51,6 +59,30 @@ pub struct Metrics {
     pub duplicates_suppressed: Counter<u64, AtomicU64>,
     /// Handshakes that asked to recover a session, by outcome (`recovered`, `new_session`).
     pub recoveries: Family<ReasonLabels, Counter<u64, AtomicU64>>,
+}
+
+/// The stages of a stored send on its node, in order; the ack leaves after the last.
+#[derive(Clone, Copy, Debug)]
+pub enum SendStage {
+    /// From the send reaching the forwarder until its batch leaves (the linger, a free place).
+    Queued,
+    /// Its batch's rate-window script.
+    RateCheck,
+    /// Its batch's round trip to the messages service.
+    Store,
+    /// From its outcome until its event is in the delivery log (waiting for its turn included).
+    Log,
+}
+
+impl SendStage {
+    fn name(self) -> &'static str {
+        match self {
+            SendStage::Queued => "queued",
+            SendStage::RateCheck => "rate_check",
+            SendStage::Store => "store",
+            SendStage::Log => "log",
+        }
+    }
 }
 
 fn grpc_histogram() -> Histogram {
@@ -70,6 +102,9 @@ impl Metrics {
             grpc_histogram as fn() -> Histogram,
         );
         let grpc_server = Family::<GrpcLabels, Histogram>::new_with_constructor(
+            grpc_histogram as fn() -> Histogram,
+        );
+        let send_stages = Family::<StageLabels, Histogram>::new_with_constructor(
             grpc_histogram as fn() -> Histogram,
         );
         let redelivered = Counter::default();
@@ -128,6 +163,13 @@ impl Metrics {
             grpc_server.clone(),
         );
         registry.register(
+            "send_stage_seconds",
+            "Time a stored send spends in each stage on this node: queued (until its batch leaves), \
+             rate_check (its batch's rate windows), store (its batch's round trip to the messages \
+             service), log (until its event is in the delivery log, its turn included)",
+            send_stages.clone(),
+        );
+        registry.register(
             "outbox_redelivered",
             "Stored events broadcast by the outbox sweeper",
             redelivered.clone(),
@@ -140,12 +182,22 @@ impl Metrics {
             errors,
             grpc,
             grpc_server,
+            send_stages,
             redelivered,
             disconnects,
             dropped_deliveries,
             duplicates_suppressed,
             recoveries,
         }
+    }
+
+    /// Records `took` for one send in `stage`.
+    pub fn send_stage(&self, stage: SendStage, took: std::time::Duration) {
+        self.send_stages
+            .get_or_create(&StageLabels {
+                stage: stage.name(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     pub fn disconnect(&self, reason: &str) {

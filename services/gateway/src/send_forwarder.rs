@@ -29,6 +29,7 @@ use tokio::{
 use crate::{
     batch,
     delivery_log::AppendTurn,
+    metrics::{Metrics, SendStage},
     rate::{RateCheck, RateWindows},
     send_stream::SendStream,
 };
@@ -48,6 +49,8 @@ struct Queued {
     /// The sender's rate window, when the send is counted against one.
     rate: Option<RateCheck>,
     reply: oneshot::Sender<(Outcome, AppendTurn)>,
+    /// When it reached the forwarder.
+    since: Instant,
 }
 
 #[derive(Clone)]
@@ -60,12 +63,20 @@ impl SendForwarder {
     pub fn start(
         stream: SendStream,
         rate_windows: RateWindows,
+        metrics: Arc<Metrics>,
         in_flight: usize,
         linger: Duration,
     ) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
         let in_flight = Arc::new(Semaphore::new(in_flight));
-        tokio::spawn(forward(stream, rate_windows, rx, in_flight, linger));
+        tokio::spawn(forward(
+            stream,
+            rate_windows,
+            metrics,
+            rx,
+            in_flight,
+            linger,
+        ));
         Self { queue }
     }
 
@@ -82,7 +93,13 @@ impl SendForwarder {
         };
         let (reply, answer) = oneshot::channel();
         let stopped = || Err(DomainError::internal("send forwarder stopped"));
-        if self.queue.send(Queued { item, rate, reply }).await.is_err() {
+        let queued = Queued {
+            item,
+            rate,
+            reply,
+            since: Instant::now(),
+        };
+        if self.queue.send(queued).await.is_err() {
             return (stopped(), None);
         }
         match answer.await {
@@ -95,6 +112,7 @@ impl SendForwarder {
 async fn forward(
     stream: SendStream,
     rate_windows: RateWindows,
+    metrics: Arc<Metrics>,
     mut rx: mpsc::Receiver<Queued>,
     in_flight: Arc<Semaphore>,
     linger: Duration,
@@ -117,13 +135,22 @@ async fn forward(
         next_call = Instant::now() + linger;
         let batch;
         (batch, held_back) = gather(first, &mut rx);
+        let leaves = Instant::now();
+        for q in &batch {
+            metrics.send_stage(SendStage::Queued, leaves - q.since);
+        }
         let turns = AppendTurn::line(&mut last_turn, batch.len());
         let stream = stream.clone();
         let rate_windows = rate_windows.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let verdicts = rate_windows
                 .check(batch.iter().map(|q| q.rate.as_ref()))
                 .await;
+            let checked = Instant::now();
+            for _ in 0..batch.len() {
+                metrics.send_stage(SendStage::RateCheck, checked - leaves);
+            }
             let mut items = Vec::with_capacity(batch.len());
             let mut replies = Vec::with_capacity(batch.len());
             for ((q, verdict), turn) in batch.into_iter().zip(verdicts).zip(turns) {
@@ -144,6 +171,10 @@ async fn forward(
             let answer = stream.send(items).await;
             drop(permit);
             let sends = replies.len();
+            let stored = Instant::now();
+            for _ in 0..sends {
+                metrics.send_stage(SendStage::Store, stored - checked);
+            }
             for ((reply, turn), outcome) in replies.into_iter().zip(outcomes(answer, sends)) {
                 let _ = reply.send((outcome, turn));
             }
@@ -238,6 +269,7 @@ mod tests {
             item,
             rate: None,
             reply: oneshot::channel().0,
+            since: Instant::now(),
         }
     }
 

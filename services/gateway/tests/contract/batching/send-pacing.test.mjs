@@ -35,6 +35,11 @@ import {
 
 after(closeAll);
 
+/** Sends node 1 has timed in `stage` of `switchboard_send_stage_seconds`. */
+async function stageCount(stage) {
+  return sample(await scrape(NODE1), 'switchboard_send_stage_seconds_count', { stage });
+}
+
 /** Batches of sends node 1 has sent to the messages service, answered or not. */
 async function sendBatches() {
   const batches = { service: 'messages', method: 'SendStream' };
@@ -53,9 +58,17 @@ test('sends made right after a batch leave together, in the next batch', async (
   await join(receiver, chatId);
 
   const before = await sendBatches();
+  const stages = ['queued', 'rate_check', 'store', 'log'];
+  const timedBefore = await Promise.all(stages.map(stageCount));
   const first = await send(senders[0], chatId, 'first');
   const rest = await Promise.all(senders.slice(1).map((s, i) => send(s, chatId, `after ${i}`)));
   assert.equal(await sendBatches(), before + 2, 'the first send alone, the four after it in one batch');
+  const timed = await Promise.all(stages.map(stageCount));
+  assert.deepEqual(
+    timed.map((n, i) => n - timedBefore[i]),
+    [5, 5, 5, 5],
+    'each stored send timed once in each stage (operators read where a send waits)',
+  );
 
   const stored = [first, ...rest].sort((x, y) => Number(x.serverId) - Number(y.serverId));
   assert.equal(new Set(stored.map((r) => r.serverId)).size, 5, 'five messages stored');
