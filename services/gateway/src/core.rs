@@ -614,7 +614,7 @@ impl Core {
             .await;
             self.fanout
                 .metrics()
-                .send_stage(SendStage::Log, stored.elapsed());
+                .send_stage(SendStage::Log, stored.elapsed(), 1);
         }
         Ok(Sent {
             message,

@@ -137,7 +137,7 @@ async fn forward(
         (batch, held_back) = gather(first, &mut rx);
         let leaves = Instant::now();
         for q in &batch {
-            metrics.send_stage(SendStage::Queued, leaves - q.since);
+            metrics.send_stage(SendStage::Queued, leaves - q.since, 1);
         }
         let turns = AppendTurn::line(&mut last_turn, batch.len());
         let stream = stream.clone();
@@ -148,9 +148,7 @@ async fn forward(
                 .check(batch.iter().map(|q| q.rate.as_ref()))
                 .await;
             let checked = Instant::now();
-            for _ in 0..batch.len() {
-                metrics.send_stage(SendStage::RateCheck, checked - leaves);
-            }
+            metrics.send_stage(SendStage::RateCheck, checked - leaves, batch.len());
             let mut items = Vec::with_capacity(batch.len());
             let mut replies = Vec::with_capacity(batch.len());
             for ((q, verdict), turn) in batch.into_iter().zip(verdicts).zip(turns) {
@@ -172,9 +170,7 @@ async fn forward(
             drop(permit);
             let sends = replies.len();
             let stored = Instant::now();
-            for _ in 0..sends {
-                metrics.send_stage(SendStage::Store, stored - checked);
-            }
+            metrics.send_stage(SendStage::Store, stored - checked, sends);
             for ((reply, turn), outcome) in replies.into_iter().zip(outcomes(answer, sends)) {
                 let _ = reply.send((outcome, turn));
             }

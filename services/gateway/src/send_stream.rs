@@ -13,6 +13,7 @@ use futures_util::StreamExt as _;
 use switchboard_common::DomainError;
 use switchboard_proto::messages as pmsg;
 use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::clients::Clients;
 
@@ -85,9 +86,7 @@ async fn carry(clients: Clients, mut batches: mpsc::Receiver<(Vec<pmsg::BatchedS
         let (outgoing, to_send) = mpsc::channel(MAX_BATCHES_IN_FLIGHT);
         // The first batch leaves with the stream's headers.
         waiting.send(&outgoing, &mut next_id, first);
-        let request = futures_util::stream::unfold(to_send, |mut rx| async move {
-            rx.recv().await.map(|batch| (batch, rx))
-        });
+        let request = ReceiverStream::new(to_send);
         let mut answers = match clients.messages.clone().send_stream(request).await {
             Ok(response) => response.into_inner(),
             Err(status) => {

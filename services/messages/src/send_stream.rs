@@ -16,6 +16,7 @@ use std::time::Duration;
 use futures_util::{StreamExt as _, stream::FuturesUnordered};
 use switchboard_proto::messages as pb;
 use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use crate::grpc::MessagesService;
@@ -31,18 +32,7 @@ pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(5);
 const ANSWERS_QUEUED: usize = 64;
 
 /// A send stream's answers, as tonic takes them.
-pub struct Answers(mpsc::Receiver<Result<pb::SendBatchOutcomes, Status>>);
-
-impl futures_util::Stream for Answers {
-    type Item = Result<pb::SendBatchOutcomes, Status>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx)
-    }
-}
+pub(crate) type Answers = ReceiverStream<Result<pb::SendBatchOutcomes, Status>>;
 
 /// Starts serving `batches` on the current runtime; the answers come out of what it returns.
 pub(crate) fn start(
@@ -52,7 +42,7 @@ pub(crate) fn start(
 ) -> Answers {
     let (answers, rx) = mpsc::channel(ANSWERS_QUEUED);
     tokio::spawn(serve(service, batches, stopping, answers));
-    Answers(rx)
+    ReceiverStream::new(rx)
 }
 
 async fn serve(

@@ -584,9 +584,7 @@ async fn open_send_stream(
     tonic::Streaming<pb::SendBatchOutcomes>,
 ) {
     let (batches, rx) = mpsc::channel(16);
-    let request = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|batch| (batch, rx))
-    });
+    let request = tokio_stream::wrappers::ReceiverStream::new(rx);
     let answers = h
         .client
         .clone()
