@@ -13,7 +13,7 @@ use switchboard_presence::{
 use switchboard_proto::{common as pc, membership as pm, messages as pmsg, presence as pp};
 
 use crate::{
-    authz::{AuthzCache, Contacts},
+    authz::{Actions, AuthzCache, Cached, Contacts},
     clients::Clients,
     config::Config,
     delivery_log::AppendTurn,
@@ -52,6 +52,20 @@ pub enum Action {
 }
 
 impl Action {
+    pub const ALL: [Action; 6] = [
+        Action::Join,
+        Action::Send,
+        Action::Read,
+        Action::Typing,
+        Action::History,
+        Action::Moderate,
+    ];
+
+    /// The action a permission name is (None: a permission no event here asks for).
+    pub fn parse(name: &str) -> Option<Self> {
+        Action::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Join => "join",
@@ -319,7 +333,7 @@ pub struct Core {
     confirmations: tokio::sync::mpsc::Sender<i64>,
     sends: SendForwarder,
     typing: Arc<NodeTyping>,
-    pub authz: AuthzCache,
+    pub authz: Arc<AuthzCache>,
 }
 
 impl Core {
@@ -348,7 +362,7 @@ impl Core {
             mounts,
             typing: NodeTyping::start(TypingBoard::new(redis.clone(), &config.redis_prefix)),
             redis,
-            authz: AuthzCache::new(config.authz_cache_ttl),
+            authz: Arc::new(AuthzCache::new(config.authz_cache_ttl)),
             config,
             confirmations,
         }
@@ -430,24 +444,41 @@ impl Core {
         ok
     }
 
+    /// Asks the membership service whether `user_id` may do `action` in `room`, and remembers
+    /// what the answer allows (see [`crate::authz`]).
     pub async fn authorize(
         &self,
         user_id: &str,
         room: &RoomKey,
         action: Action,
     ) -> Result<pm::AuthorizeResponse, DomainError> {
-        let req = pm::AuthorizeRequest {
-            user_id: user_id.to_string(),
-            room: Some(room.to_proto()),
-            action: action.as_str().to_string(),
-        };
-        self.clients
-            .call(
-                "membership",
-                "Authorize",
-                self.clients.membership.clone().authorize(req),
-            )
-            .await
+        let asked = self.authz.asked();
+        let d = ask_membership(&self.clients, user_id, room, action).await?;
+        self.authz
+            .remember(user_id, room, asked, granted(&d, action));
+        Ok(d)
+    }
+
+    /// Whether a remembered answer allows it. The first use of an answer past its refresh point
+    /// asks again in the background, and this event goes on with the answer it has.
+    fn cached(&self, user_id: &str, room: &RoomKey, action: Action) -> bool {
+        match self.authz.lookup(user_id, room, action) {
+            Cached::Unknown => false,
+            Cached::Allowed => true,
+            Cached::Refresh => {
+                let (clients, authz) = (self.clients.clone(), self.authz.clone());
+                let (user_id, room) = (user_id.to_string(), room.clone());
+                tokio::spawn(async move {
+                    let asked = authz.asked();
+                    match ask_membership(&clients, &user_id, &room, action).await {
+                        Ok(d) => authz.remember(&user_id, &room, asked, granted(&d, action)),
+                        // Asked again on the first event after its TTL.
+                        Err(e) => tracing::debug!(error = %e, "authorization not refreshed"),
+                    }
+                });
+                true
+            }
+        }
     }
 
     /// Whether `user_id` may do `action` in `room` (an existing room), remembering a yes for a
@@ -458,15 +489,11 @@ impl Core {
         room: &RoomKey,
         action: Action,
     ) -> Result<bool, DomainError> {
-        if self.authz.is_allowed(user_id, room, action) {
+        if self.cached(user_id, room, action) {
             return Ok(true);
         }
         let d = self.authorize(user_id, room, action).await?;
-        let allowed = d.room_exists && d.allowed;
-        if allowed {
-            self.authz.remember_allowed(user_id, room, action);
-        }
-        Ok(allowed)
+        Ok(d.room_exists && d.allowed)
     }
 
     /// Fails with FORBIDDEN unless allowed. A room that does not exist is FORBIDDEN too:
@@ -491,7 +518,7 @@ impl Core {
         room: &RoomKey,
         action: Action,
     ) -> Result<(), DomainError> {
-        if self.authz.is_allowed(user_id, room, action) {
+        if self.cached(user_id, room, action) {
             return Ok(());
         }
         let d = self.authorize(user_id, room, action).await?;
@@ -501,7 +528,6 @@ impl Core {
         if !d.allowed {
             return Err(DomainError::forbidden());
         }
-        self.authz.remember_allowed(user_id, room, action);
         Ok(())
     }
 
@@ -1049,6 +1075,40 @@ impl Core {
         let contacts = r.user_ids.into_iter().collect::<Contacts>();
         self.authz.remember_contacts(user_id, contacts.clone());
         Ok(contacts)
+    }
+}
+
+async fn ask_membership(
+    clients: &Clients,
+    user_id: &str,
+    room: &RoomKey,
+    action: Action,
+) -> Result<pm::AuthorizeResponse, DomainError> {
+    let req = pm::AuthorizeRequest {
+        user_id: user_id.to_string(),
+        room: Some(room.to_proto()),
+        action: action.as_str().to_string(),
+    };
+    clients
+        .call(
+            "membership",
+            "Authorize",
+            clients.membership.clone().authorize(req),
+        )
+        .await
+}
+
+/// What an answer allows: the permissions it names as granted (from a membership service that
+/// names none, the asked action alone when allowed).
+fn granted(d: &pm::AuthorizeResponse, action: Action) -> Actions {
+    if !d.room_exists {
+        return Actions::NONE;
+    }
+    let named = Actions::named(d.granted.iter().map(String::as_str));
+    if d.allowed {
+        named.with(action)
+    } else {
+        named.without(action)
     }
 }
 

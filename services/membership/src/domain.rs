@@ -19,7 +19,7 @@ use switchboard_common::{
 use switchboard_proto::membership as pb;
 use time::OffsetDateTime;
 
-use crate::roles::{MAX_ROLE_LEN, Permission};
+use crate::roles::{MAX_ROLE_LEN, Permission, Permissions};
 
 fn bounded(field: &str, value: String, max: usize) -> Result<String, DomainError> {
     if value.is_empty() {
@@ -266,6 +266,8 @@ pub struct Decision {
     /// The nearest role; empty when the user holds none on the room or its ancestors.
     pub role: String,
     pub direct: bool,
+    /// Everything the held roles grant in the room.
+    pub granted: Permissions,
 }
 
 impl From<Decision> for pb::AuthorizeResponse {
@@ -275,6 +277,7 @@ impl From<Decision> for pb::AuthorizeResponse {
             allowed: d.allowed,
             role: d.role,
             direct: d.direct,
+            granted: d.granted.iter().map(|p| p.as_str().to_string()).collect(),
         }
     }
 }

@@ -93,6 +93,18 @@ impl Permissions {
     fn insert(&mut self, p: Permission) {
         self.0 |= p.bit();
     }
+
+    /// The permissions in either set.
+    pub fn union(self, other: Permissions) -> Self {
+        Permissions(self.0 | other.0)
+    }
+
+    /// The permissions in the set, in the order of [`Permission::ALL`].
+    pub fn iter(self) -> impl Iterator<Item = Permission> {
+        Permission::ALL
+            .into_iter()
+            .filter(move |p| self.contains(*p))
+    }
 }
 
 /// The longest role name accepted, in the table and on memberships.

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     domain::{self, AuthorizeQuery, Decision, Grant, Revoke, RoomUpsert, Standing, User},
-    roles::{Permission, RoleTable},
+    roles::{Permission, Permissions, RoleTable},
     store::Store,
 };
 
@@ -30,11 +30,16 @@ pub fn decide(roles: &RoleTable, standing: Standing, action: Permission) -> Deci
     if !standing.room_exists {
         return Decision::default();
     }
+    let granted = standing
+        .roles
+        .iter()
+        .fold(Permissions::NONE, |all, r| all.union(roles.permissions(r)));
     Decision {
         room_exists: true,
-        allowed: standing.roles.iter().any(|r| roles.grants(r, action)),
+        allowed: granted.contains(action),
         role: standing.roles.into_iter().next().unwrap_or_default(),
         direct: standing.direct,
+        granted,
     }
 }
 
@@ -165,6 +170,24 @@ mod tests {
         assert!(d.allowed);
         assert_eq!(d.role, "viewer");
         assert!(d.direct);
+        // The union of both roles' permissions: the owner's grant everything.
+        assert_eq!(d.granted, Permissions::all());
+    }
+
+    #[test]
+    fn granted_is_the_union_of_the_held_roles() {
+        let d = decide(
+            &RoleTable::default(),
+            standing(&["viewer"], false),
+            Permission::Send,
+        );
+        assert!(!d.allowed);
+        assert_eq!(
+            d.granted.iter().collect::<Vec<_>>(),
+            [Permission::Join, Permission::Read, Permission::History]
+        );
+        let wire = pb::AuthorizeResponse::from(d);
+        assert_eq!(wire.granted, ["join", "read", "history"]);
     }
 
     #[test]

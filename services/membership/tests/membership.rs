@@ -392,7 +392,10 @@ async fn authorize_direct_inherited_and_missing() {
             room_exists: true,
             allowed: true,
             role: "member".into(),
-            direct: true
+            direct: true,
+            granted: ["join", "send", "read", "typing", "history"]
+                .map(String::from)
+                .into()
         }
     );
     // Inherited through the parent.
@@ -403,7 +406,10 @@ async fn authorize_direct_inherited_and_missing() {
             room_exists: true,
             allowed: true,
             role: "member".into(),
-            direct: false
+            direct: false,
+            granted: ["join", "send", "read", "typing", "history"]
+                .map(String::from)
+                .into()
         }
     );
     // A role without the permission.
@@ -414,7 +420,8 @@ async fn authorize_direct_inherited_and_missing() {
             room_exists: true,
             allowed: false,
             role: "viewer".into(),
-            direct: true
+            direct: true,
+            granted: ["join", "read", "history"].map(String::from).into()
         }
     );
     assert!(s.authorize("bob", "study", "s", "read").await.allowed);
@@ -426,7 +433,8 @@ async fn authorize_direct_inherited_and_missing() {
             room_exists: true,
             allowed: false,
             role: String::new(),
-            direct: false
+            direct: false,
+            granted: vec![]
         }
     );
     // Missing room.
@@ -437,7 +445,8 @@ async fn authorize_direct_inherited_and_missing() {
             room_exists: false,
             allowed: false,
             role: String::new(),
-            direct: false
+            direct: false,
+            granted: vec![]
         }
     );
 
@@ -450,7 +459,11 @@ async fn authorize_direct_inherited_and_missing() {
             room_exists: true,
             allowed: true,
             role: "viewer".into(),
-            direct: true
+            direct: true,
+            // The inherited member role's permissions with the viewer's.
+            granted: ["join", "send", "read", "typing", "history"]
+                .map(String::from)
+                .into()
         }
     );
     assert!(!s.authorize("alice", "study", "s", "moderate").await.allowed);
@@ -464,7 +477,8 @@ async fn authorize_direct_inherited_and_missing() {
             room_exists: true,
             allowed: false,
             role: "wizard".into(),
-            direct: true
+            direct: true,
+            granted: vec![]
         }
     );
     s.stop().await;
