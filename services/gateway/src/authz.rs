@@ -20,7 +20,7 @@
 //! holds the users active in the last TTL or two, not every user the node has seen.
 //!
 //! A remembered answer is asked again in the background, off the event's path, when it is used
-//! after a random point between half and nine tenths of its TTL ([`Cached::Refresh`]). Without
+//! after a random point between 80 % and 95 % of its TTL ([`Cached::Refresh`]). Without
 //! that, every answer the node took at about the same time (the joins after a restart, a
 //! benchmark's first sends) ran out together, and the events of the next moment all waited for
 //! the membership service at once (docs/benchmarks §32). A user idle past the TTL is asked on
@@ -299,7 +299,7 @@ impl AuthzCache {
         let ttl = self.ttl_us();
         let refresh_from = asked
             .0
-            .saturating_add(rand::random_range(ttl / 2..=ttl / 10 * 9));
+            .saturating_add(rand::random_range(ttl / 20 * 16..=ttl / 20 * 19));
         let grant = Grant {
             asked: asked.0,
             allowed,
@@ -445,12 +445,12 @@ mod tests {
     fn an_answer_is_refreshed_once_when_used_past_its_refresh_point() {
         let cache = started_a_minute_ago(Duration::from_secs(30));
         let chat = RoomKey::new("chat", "1");
-        // Asked 10 s ago: before any refresh point (15-27 s).
+        // Asked 10 s ago: before any refresh point (24-28.5 s).
         let recent = asked_ago(&cache, Duration::from_secs(10));
         cache.remember("u", &chat, recent, Actions::of(Action::Send));
         assert_eq!(cache.lookup("u", &chat, Action::Send), Cached::Allowed);
-        // Asked 28 s ago: past every refresh point, before the TTL.
-        let old = asked_ago(&cache, Duration::from_secs(28));
+        // Asked 29 s ago: past every refresh point, before the TTL.
+        let old = asked_ago(&cache, Duration::from_secs(29));
         cache.remember("v", &chat, old, Actions::of(Action::Send));
         assert_eq!(cache.lookup("v", &chat, Action::Send), Cached::Refresh);
         // One caller refreshes; the others go on using the answer meanwhile.
