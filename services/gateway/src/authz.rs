@@ -20,11 +20,14 @@
 //! holds the users active in the last TTL or two, not every user the node has seen.
 //!
 //! A remembered answer is asked again in the background, off the event's path, when it is used
-//! after a random point between 80 % and 95 % of its TTL ([`Cached::Refresh`]). Without
-//! that, every answer the node took at about the same time (the joins after a restart, a
-//! benchmark's first sends) ran out together, and the events of the next moment all waited for
-//! the membership service at once (docs/benchmarks §32). A user idle past the TTL is asked on
-//! their next event, as before.
+//! after its refresh point ([`Cached::Refresh`]). Without that, every answer the node took at
+//! about the same time (the joins after a restart, a benchmark's first sends) ran out together,
+//! and the events of the next moment all waited for the membership service at once
+//! (docs/benchmarks §32). The refresh point of an answer asked on an event's path is random
+//! between 50 % and 95 % of the TTL, which spreads answers taken together over nearly half a
+//! TTL; a refreshed answer's is between 85 % and 95 %, which keeps them spread while asking
+//! little more often than the TTL would. A user idle past the TTL is asked on their next event,
+//! as before.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher, RandomState};
@@ -290,16 +293,35 @@ impl AuthzCache {
         }
     }
 
-    /// Remembers what an answer asked at `asked` allowed `user` in `room` (nothing: forgets the
-    /// room's earlier answer), unless a later answer is remembered already.
+    /// Remembers what an answer asked at `asked` (on an event's path) allowed `user` in `room`
+    /// (nothing: forgets the room's earlier answer), unless a later answer is remembered
+    /// already.
     pub fn remember(&self, user: &str, room: &RoomKey, asked: Asked, allowed: Actions) {
+        self.remember_until(user, room, asked, allowed, 50);
+    }
+
+    /// [`AuthzCache::remember`] for an answer asked by a refresh.
+    pub fn remember_refreshed(&self, user: &str, room: &RoomKey, asked: Asked, allowed: Actions) {
+        self.remember_until(user, room, asked, allowed, 85);
+    }
+
+    /// Remembers an answer whose refresh point is random between `earliest` % and 95 % of the
+    /// TTL.
+    fn remember_until(
+        &self,
+        user: &str,
+        room: &RoomKey,
+        asked: Asked,
+        allowed: Actions,
+        earliest: u64,
+    ) {
         if !self.enabled() {
             return;
         }
         let ttl = self.ttl_us();
         let refresh_from = asked
             .0
-            .saturating_add(rand::random_range(ttl / 20 * 16..=ttl / 20 * 19));
+            .saturating_add(rand::random_range(ttl / 100 * earliest..=ttl / 100 * 95));
         let grant = Grant {
             asked: asked.0,
             allowed,
@@ -445,7 +467,7 @@ mod tests {
     fn an_answer_is_refreshed_once_when_used_past_its_refresh_point() {
         let cache = started_a_minute_ago(Duration::from_secs(30));
         let chat = RoomKey::new("chat", "1");
-        // Asked 10 s ago: before any refresh point (24-28.5 s).
+        // Asked 10 s ago: before any refresh point (15-28.5 s).
         let recent = asked_ago(&cache, Duration::from_secs(10));
         cache.remember("u", &chat, recent, Actions::of(Action::Send));
         assert_eq!(cache.lookup("u", &chat, Action::Send), Cached::Allowed);
@@ -457,9 +479,25 @@ mod tests {
         assert_eq!(cache.lookup("v", &chat, Action::Send), Cached::Allowed);
         // Its new answer is used without a refresh, and an answer older than the one
         // remembered (a slow call) does not replace it.
-        cache.remember("v", &chat, cache.asked(), Actions::of(Action::Send));
+        cache.remember_refreshed("v", &chat, cache.asked(), Actions::of(Action::Send));
         cache.remember("v", &chat, old, Actions::NONE);
         assert_eq!(cache.lookup("v", &chat, Action::Send), Cached::Allowed);
+        // Answers asked together on events' paths get refresh points spread from 50 % of the
+        // TTL: 22 s later, some are due and some are not (50 users: all on one side would take
+        // odds of about 10^-14). A refreshed answer is refreshed again from 85 % (25.5 s).
+        let (together, refreshed) = (
+            asked_ago(&cache, Duration::from_secs(22)),
+            asked_ago(&cache, Duration::from_secs(25)),
+        );
+        let mut due = 0;
+        for i in 0..50 {
+            let (user, again) = (format!("t{i}"), format!("r{i}"));
+            cache.remember(&user, &chat, together, Actions::of(Action::Send));
+            due += usize::from(cache.lookup(&user, &chat, Action::Send) == Cached::Refresh);
+            cache.remember_refreshed(&again, &chat, refreshed, Actions::of(Action::Send));
+            assert_eq!(cache.lookup(&again, &chat, Action::Send), Cached::Allowed);
+        }
+        assert!(0 < due && due < 50, "{due} of 50 due");
         // Past the TTL an answer is not used, refreshed or not.
         let expired = asked_ago(&cache, Duration::from_secs(31));
         cache.remember("w", &chat, expired, Actions::of(Action::Send));

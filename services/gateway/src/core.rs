@@ -471,7 +471,9 @@ impl Core {
                 tokio::spawn(async move {
                     let asked = authz.asked();
                     match ask_membership(&clients, &user_id, &room, action).await {
-                        Ok(d) => authz.remember(&user_id, &room, asked, granted(&d, action)),
+                        Ok(d) => {
+                            authz.remember_refreshed(&user_id, &room, asked, granted(&d, action))
+                        }
                         // Asked again on the first event after its TTL.
                         Err(e) => tracing::debug!(error = %e, "authorization not refreshed"),
                     }
