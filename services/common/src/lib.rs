@@ -1,18 +1,20 @@
 //! What every Switchboard service shares: configuration from the environment, telemetry
 //! (tracing + OpenTelemetry, trace context across gRPC), the one error-code table, time
-//! formatting, the room key and id limits, graceful-shutdown signals and (feature `jemalloc`) the services' allocator. No
+//! formatting, the room key and id limits, the permission names, graceful-shutdown signals and (feature `jemalloc`) the services' allocator. No
 //! business rules live here.
 
 pub mod config;
 #[cfg(feature = "postgres")]
 pub mod db;
 pub mod error;
+pub mod permission;
 pub mod room;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time_fmt;
 
 pub use error::{DomainError, ErrorCode};
+pub use permission::{Permission, Permissions};
 pub use room::RoomKey;
 
 // jemalloc instead of glibc's malloc: allocation was ~12 % of a gateway's CPU under persisted

@@ -34,9 +34,7 @@ use std::hash::{Hash, Hasher, RandomState};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use switchboard_common::RoomKey;
-
-use crate::core::Action;
+use switchboard_common::{Permission, Permissions, RoomKey};
 
 /// Beyond this many (user, room) decisions remembered, start again from empty (a bound, not an
 /// eviction policy: a node serving more active users than this simply asks more often).
@@ -107,49 +105,16 @@ impl hashbrown::Equivalent<GrantKey> for GrantLookup<'_> {
     }
 }
 
-/// A set of [`Action`]s.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Actions(u8);
-
-impl Actions {
-    pub const NONE: Actions = Actions(0);
-
-    pub fn of(action: Action) -> Self {
-        Actions(1 << action as u8)
-    }
-
-    /// The actions named (as the membership service names permissions); names of other
-    /// permissions are left out.
-    pub fn named<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
-        names
-            .into_iter()
-            .filter_map(Action::parse)
-            .fold(Actions::NONE, |all, a| all.with(a))
-    }
-
-    pub fn with(self, action: Action) -> Self {
-        Actions(self.0 | Actions::of(action).0)
-    }
-
-    pub fn without(self, action: Action) -> Self {
-        Actions(self.0 & !Actions::of(action).0)
-    }
-
-    pub fn contains(self, action: Action) -> bool {
-        self.0 & Actions::of(action).0 != 0
-    }
-}
-
 /// When the membership service was asked, in microseconds since the cache's epoch: taken before
 /// the call, so that a change published while it was under way voids its answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy)]
 pub struct Asked(u64);
 
 /// One answer for a (user, room): what it allowed, and when it was asked.
 #[derive(Debug)]
 struct Grant {
     asked: u64,
-    allowed: Actions,
+    allowed: Permissions,
     /// From when a use asks again in the background; [`REFRESHING`] once one has.
     refresh_from: u64,
 }
@@ -265,7 +230,7 @@ impl AuthzCache {
     /// Whether `user` was allowed `action` in `room` less than the TTL ago, and after any
     /// change that made the node forget the user's decisions; the first use of an answer past
     /// its refresh point is told to refresh it.
-    pub fn lookup(&self, user: &str, room: &RoomKey, action: Action) -> Cached {
+    pub fn lookup(&self, user: &str, room: &RoomKey, action: Permission) -> Cached {
         if !self.enabled() {
             return Cached::Unknown;
         }
@@ -296,32 +261,38 @@ impl AuthzCache {
     /// Remembers what an answer asked at `asked` (on an event's path) allowed `user` in `room`
     /// (nothing: forgets the room's earlier answer), unless a later answer is remembered
     /// already.
-    pub fn remember(&self, user: &str, room: &RoomKey, asked: Asked, allowed: Actions) {
-        self.remember_until(user, room, asked, allowed, 50);
+    pub fn remember(&self, user: &str, room: &RoomKey, asked: Asked, allowed: Permissions) {
+        self.remember_due_from(user, room, asked, allowed, 50);
     }
 
     /// [`AuthzCache::remember`] for an answer asked by a refresh.
-    pub fn remember_refreshed(&self, user: &str, room: &RoomKey, asked: Asked, allowed: Actions) {
-        self.remember_until(user, room, asked, allowed, 85);
-    }
-
-    /// Remembers an answer whose refresh point is random between `earliest` % and 95 % of the
-    /// TTL.
-    fn remember_until(
+    pub fn remember_refreshed(
         &self,
         user: &str,
         room: &RoomKey,
         asked: Asked,
-        allowed: Actions,
-        earliest: u64,
+        allowed: Permissions,
+    ) {
+        self.remember_due_from(user, room, asked, allowed, 85);
+    }
+
+    /// Remembers an answer whose refresh point is random between `earliest_percent` % and 95 %
+    /// of the TTL.
+    fn remember_due_from(
+        &self,
+        user: &str,
+        room: &RoomKey,
+        asked: Asked,
+        allowed: Permissions,
+        earliest_percent: u64,
     ) {
         if !self.enabled() {
             return;
         }
         let ttl = self.ttl_us();
-        let refresh_from = asked
-            .0
-            .saturating_add(rand::random_range(ttl / 100 * earliest..=ttl / 100 * 95));
+        let refresh_from = asked.0.saturating_add(rand::random_range(
+            ttl / 100 * earliest_percent..=ttl / 100 * 95,
+        ));
         let grant = Grant {
             asked: asked.0,
             allowed,
@@ -336,7 +307,7 @@ impl AuthzCache {
         {
             return;
         }
-        if allowed == Actions::NONE {
+        if allowed == Permissions::NONE {
             grants.by_key.remove(&lookup);
             return;
         }
@@ -380,7 +351,7 @@ impl AuthzCache {
         let mut allowed = self.allowed.lock().expect("authz cache lock");
         allowed
             .by_key
-            .retain(|_, grant| grant.asked > oldest_live && grant.allowed != Actions::NONE);
+            .retain(|_, grant| grant.asked > oldest_live && grant.allowed != Permissions::NONE);
         allowed
             .forgotten
             .retain(|_, forgotten| *forgotten > oldest_live);
@@ -424,11 +395,11 @@ mod tests {
     use super::*;
 
     /// Remembers `action` (alone) as allowed, asked now.
-    fn allow(cache: &AuthzCache, user: &str, room: &RoomKey, action: Action) {
-        cache.remember(user, room, cache.asked(), Actions::of(action));
+    fn allow(cache: &AuthzCache, user: &str, room: &RoomKey, action: Permission) {
+        cache.remember(user, room, cache.asked(), Permissions::of(&[action]));
     }
 
-    fn allowed(cache: &AuthzCache, user: &str, room: &RoomKey, action: Action) -> bool {
+    fn allowed(cache: &AuthzCache, user: &str, room: &RoomKey, action: Permission) -> bool {
         cache.lookup(user, room, action) != Cached::Unknown
     }
 
@@ -449,17 +420,22 @@ mod tests {
     fn one_answer_covers_every_action_it_allows() {
         let cache = AuthzCache::new(Duration::from_secs(30));
         let chat = RoomKey::new("chat", "1");
-        let granted = Actions::named(["join", "send", "publish", "no-such-permission"]);
+        let granted = Permissions::named(["join", "send", "publish", "no-such-permission"]);
         cache.remember("u", &chat, cache.asked(), granted);
-        assert!(allowed(&cache, "u", &chat, Action::Join));
-        assert!(allowed(&cache, "u", &chat, Action::Send));
-        assert!(!allowed(&cache, "u", &chat, Action::Typing));
+        assert!(allowed(&cache, "u", &chat, Permission::Join));
+        assert!(allowed(&cache, "u", &chat, Permission::Send));
+        assert!(!allowed(&cache, "u", &chat, Permission::Typing));
         // A later answer replaces it whole; one that grants nothing forgets the room.
-        cache.remember("u", &chat, cache.asked(), Actions::of(Action::Typing));
-        assert!(!allowed(&cache, "u", &chat, Action::Send));
-        assert!(allowed(&cache, "u", &chat, Action::Typing));
-        cache.remember("u", &chat, cache.asked(), Actions::NONE);
-        assert!(!allowed(&cache, "u", &chat, Action::Typing));
+        cache.remember(
+            "u",
+            &chat,
+            cache.asked(),
+            Permissions::of(&[Permission::Typing]),
+        );
+        assert!(!allowed(&cache, "u", &chat, Permission::Send));
+        assert!(allowed(&cache, "u", &chat, Permission::Typing));
+        cache.remember("u", &chat, cache.asked(), Permissions::NONE);
+        assert!(!allowed(&cache, "u", &chat, Permission::Typing));
         assert!(cache.allowed.lock().unwrap().by_key.is_empty());
     }
 
@@ -469,19 +445,24 @@ mod tests {
         let chat = RoomKey::new("chat", "1");
         // Asked 10 s ago: before any refresh point (15-28.5 s).
         let recent = asked_ago(&cache, Duration::from_secs(10));
-        cache.remember("u", &chat, recent, Actions::of(Action::Send));
-        assert_eq!(cache.lookup("u", &chat, Action::Send), Cached::Allowed);
+        cache.remember("u", &chat, recent, Permissions::of(&[Permission::Send]));
+        assert_eq!(cache.lookup("u", &chat, Permission::Send), Cached::Allowed);
         // Asked 29 s ago: past every refresh point, before the TTL.
         let old = asked_ago(&cache, Duration::from_secs(29));
-        cache.remember("v", &chat, old, Actions::of(Action::Send));
-        assert_eq!(cache.lookup("v", &chat, Action::Send), Cached::Refresh);
+        cache.remember("v", &chat, old, Permissions::of(&[Permission::Send]));
+        assert_eq!(cache.lookup("v", &chat, Permission::Send), Cached::Refresh);
         // One caller refreshes; the others go on using the answer meanwhile.
-        assert_eq!(cache.lookup("v", &chat, Action::Send), Cached::Allowed);
+        assert_eq!(cache.lookup("v", &chat, Permission::Send), Cached::Allowed);
         // Its new answer is used without a refresh, and an answer older than the one
         // remembered (a slow call) does not replace it.
-        cache.remember_refreshed("v", &chat, cache.asked(), Actions::of(Action::Send));
-        cache.remember("v", &chat, old, Actions::NONE);
-        assert_eq!(cache.lookup("v", &chat, Action::Send), Cached::Allowed);
+        cache.remember_refreshed(
+            "v",
+            &chat,
+            cache.asked(),
+            Permissions::of(&[Permission::Send]),
+        );
+        cache.remember("v", &chat, old, Permissions::NONE);
+        assert_eq!(cache.lookup("v", &chat, Permission::Send), Cached::Allowed);
         // Answers asked together on events' paths get refresh points spread from 50 % of the
         // TTL: 22 s later, some are due and some are not (50 users: all on one side would take
         // odds of about 10^-14). A refreshed answer is refreshed again from 85 % (25.5 s).
@@ -492,16 +473,24 @@ mod tests {
         let mut due = 0;
         for i in 0..50 {
             let (user, again) = (format!("t{i}"), format!("r{i}"));
-            cache.remember(&user, &chat, together, Actions::of(Action::Send));
-            due += usize::from(cache.lookup(&user, &chat, Action::Send) == Cached::Refresh);
-            cache.remember_refreshed(&again, &chat, refreshed, Actions::of(Action::Send));
-            assert_eq!(cache.lookup(&again, &chat, Action::Send), Cached::Allowed);
+            cache.remember(&user, &chat, together, Permissions::of(&[Permission::Send]));
+            due += usize::from(cache.lookup(&user, &chat, Permission::Send) == Cached::Refresh);
+            cache.remember_refreshed(
+                &again,
+                &chat,
+                refreshed,
+                Permissions::of(&[Permission::Send]),
+            );
+            assert_eq!(
+                cache.lookup(&again, &chat, Permission::Send),
+                Cached::Allowed
+            );
         }
         assert!(0 < due && due < 50, "{due} of 50 due");
         // Past the TTL an answer is not used, refreshed or not.
         let expired = asked_ago(&cache, Duration::from_secs(31));
-        cache.remember("w", &chat, expired, Actions::of(Action::Send));
-        assert_eq!(cache.lookup("w", &chat, Action::Send), Cached::Unknown);
+        cache.remember("w", &chat, expired, Permissions::of(&[Permission::Send]));
+        assert_eq!(cache.lookup("w", &chat, Permission::Send), Cached::Unknown);
     }
 
     #[test]
@@ -512,8 +501,8 @@ mod tests {
         std::thread::sleep(Duration::from_millis(1));
         // The change is published while the call is under way.
         cache.forget("u");
-        cache.remember("u", &chat, asked, Actions::of(Action::Send));
-        assert!(!allowed(&cache, "u", &chat, Action::Send));
+        cache.remember("u", &chat, asked, Permissions::of(&[Permission::Send]));
+        assert!(!allowed(&cache, "u", &chat, Permission::Send));
     }
 
     #[test]
@@ -521,51 +510,51 @@ mod tests {
         let cache = AuthzCache::new(Duration::from_secs(30));
         let chat = RoomKey::new("chat", "1");
         let other = RoomKey::new("chat", "2");
-        assert!(!allowed(&cache, "u", &chat, Action::Send));
-        allow(&cache, "u", &chat, Action::Send);
-        assert!(allowed(&cache, "u", &chat, Action::Send));
-        assert!(!allowed(&cache, "u", &chat, Action::Typing));
-        assert!(!allowed(&cache, "u", &other, Action::Send));
-        assert!(!allowed(&cache, "v", &chat, Action::Send));
+        assert!(!allowed(&cache, "u", &chat, Permission::Send));
+        allow(&cache, "u", &chat, Permission::Send);
+        assert!(allowed(&cache, "u", &chat, Permission::Send));
+        assert!(!allowed(&cache, "u", &chat, Permission::Typing));
+        assert!(!allowed(&cache, "u", &other, Permission::Send));
+        assert!(!allowed(&cache, "v", &chat, Permission::Send));
         cache.forget("v");
-        assert!(allowed(&cache, "u", &chat, Action::Send));
+        assert!(allowed(&cache, "u", &chat, Permission::Send));
         cache.forget("u");
-        assert!(!allowed(&cache, "u", &chat, Action::Send));
+        assert!(!allowed(&cache, "u", &chat, Permission::Send));
         // The same characters end to end, split differently, are another user's other room.
-        allow(&cache, "ab", &RoomKey::new("chat", "c"), Action::Send);
+        allow(&cache, "ab", &RoomKey::new("chat", "c"), Permission::Send);
         assert!(!allowed(
             &cache,
             "a",
             &RoomKey::new("bchat", "c"),
-            Action::Send
+            Permission::Send
         ));
         assert!(!allowed(
             &cache,
             "abchat",
             &RoomKey::new("", "c"),
-            Action::Send
+            Permission::Send
         ));
-        allow(&cache, "u", &chat, Action::Send);
+        allow(&cache, "u", &chat, Permission::Send);
         cache.forget(EVERYONE);
-        assert!(!allowed(&cache, "u", &chat, Action::Send));
+        assert!(!allowed(&cache, "u", &chat, Permission::Send));
     }
 
     #[test]
     fn forgetting_a_user_voids_only_their_decisions_made_until_then() {
         let cache = AuthzCache::new(Duration::from_secs(30));
         let (chat, other) = (RoomKey::new("chat", "1"), RoomKey::new("chat", "2"));
-        allow(&cache, "u", &chat, Action::Send);
-        allow(&cache, "u", &other, Action::Typing);
-        allow(&cache, "v", &chat, Action::Send);
+        allow(&cache, "u", &chat, Permission::Send);
+        allow(&cache, "u", &other, Permission::Typing);
+        allow(&cache, "v", &chat, Permission::Send);
         cache.forget("u");
-        assert!(!allowed(&cache, "u", &chat, Action::Send));
-        assert!(!allowed(&cache, "u", &other, Action::Typing));
-        assert!(allowed(&cache, "v", &chat, Action::Send));
+        assert!(!allowed(&cache, "u", &chat, Permission::Send));
+        assert!(!allowed(&cache, "u", &other, Permission::Typing));
+        assert!(allowed(&cache, "v", &chat, Permission::Send));
         // A decision asked after the change counts (a later microsecond than the mark).
         std::thread::sleep(Duration::from_millis(1));
-        allow(&cache, "u", &chat, Action::Send);
-        assert!(allowed(&cache, "u", &chat, Action::Send));
-        assert!(!allowed(&cache, "u", &other, Action::Typing));
+        allow(&cache, "u", &chat, Permission::Send);
+        assert!(allowed(&cache, "u", &chat, Permission::Send));
+        assert!(!allowed(&cache, "u", &other, Permission::Typing));
         // Marks older than the TTL are dropped with what they voided.
         let short = AuthzCache::new(Duration::from_millis(1));
         short.forget("u");
@@ -598,29 +587,29 @@ mod tests {
     fn expires_and_can_be_turned_off() {
         let chat = RoomKey::new("chat", "1");
         let off = AuthzCache::new(Duration::ZERO);
-        allow(&off, "u", &chat, Action::Send);
-        assert!(!allowed(&off, "u", &chat, Action::Send));
+        allow(&off, "u", &chat, Permission::Send);
+        assert!(!allowed(&off, "u", &chat, Permission::Send));
         let short = AuthzCache::new(Duration::from_millis(1));
-        allow(&short, "u", &chat, Action::Send);
+        allow(&short, "u", &chat, Permission::Send);
         std::thread::sleep(Duration::from_millis(5));
-        assert!(!allowed(&short, "u", &chat, Action::Send));
+        assert!(!allowed(&short, "u", &chat, Permission::Send));
     }
 
     #[test]
     fn expired_entries_are_dropped_and_live_ones_kept() {
         let chat = RoomKey::new("chat", "1");
         let short = AuthzCache::new(Duration::from_millis(1));
-        allow(&short, "gone", &chat, Action::Send);
+        allow(&short, "gone", &chat, Permission::Send);
         short.remember_contacts("gone", Contacts::from_iter(["v".to_string()]));
         std::thread::sleep(Duration::from_millis(5));
         short.forget_expired();
         assert_eq!(short.users_remembered(), (0, 0));
 
         let long = AuthzCache::new(Duration::from_secs(30));
-        allow(&long, "u", &chat, Action::Send);
+        allow(&long, "u", &chat, Permission::Send);
         long.remember_contacts("u", Contacts::from_iter(["v".to_string()]));
         long.forget_expired();
         assert_eq!(long.users_remembered(), (1, 1));
-        assert!(allowed(&long, "u", &chat, Action::Send));
+        assert!(allowed(&long, "u", &chat, Permission::Send));
     }
 }

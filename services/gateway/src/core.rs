@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use fred::{interfaces::PubsubInterface, prelude::Client};
-use switchboard_common::{DomainError, ErrorCode, RoomKey};
+use switchboard_common::{DomainError, ErrorCode, Permission, Permissions, RoomKey};
 use switchboard_presence::{
     domain::TypingChange,
     typing::{NodeTyping, TypingBoard},
@@ -13,7 +13,7 @@ use switchboard_presence::{
 use switchboard_proto::{common as pc, membership as pm, messages as pmsg, presence as pp};
 
 use crate::{
-    authz::{Actions, AuthzCache, Cached, Contacts},
+    authz::{AuthzCache, Cached, Contacts},
     clients::Clients,
     config::Config,
     delivery_log::AppendTurn,
@@ -38,44 +38,6 @@ fn room_of(r: Option<pc::RoomRef>) -> Result<RoomKey, DomainError> {
 /// The room every socket of one session joins, so revoking the session reaches them.
 pub fn session_room(session_id: &str) -> String {
     format!("session:{session_id}")
-}
-
-/// Permissions named in the membership service's role table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
-    Join,
-    Send,
-    Read,
-    Typing,
-    History,
-    Moderate,
-}
-
-impl Action {
-    pub const ALL: [Action; 6] = [
-        Action::Join,
-        Action::Send,
-        Action::Read,
-        Action::Typing,
-        Action::History,
-        Action::Moderate,
-    ];
-
-    /// The action a permission name is (None: a permission no event here asks for).
-    pub fn parse(name: &str) -> Option<Self> {
-        Action::ALL.into_iter().find(|a| a.as_str() == name)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Join => "join",
-            Action::Send => "send",
-            Action::Read => "read",
-            Action::Typing => "typing",
-            Action::History => "history",
-            Action::Moderate => "moderate",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -450,7 +412,7 @@ impl Core {
         &self,
         user_id: &str,
         room: &RoomKey,
-        action: Action,
+        action: Permission,
     ) -> Result<pm::AuthorizeResponse, DomainError> {
         let asked = self.authz.asked();
         let d = ask_membership(&self.clients, user_id, room, action).await?;
@@ -461,7 +423,7 @@ impl Core {
 
     /// Whether a remembered answer allows it. The first use of an answer past its refresh point
     /// asks again in the background, and this event goes on with the answer it has.
-    fn cached(&self, user_id: &str, room: &RoomKey, action: Action) -> bool {
+    fn cached(&self, user_id: &str, room: &RoomKey, action: Permission) -> bool {
         match self.authz.lookup(user_id, room, action) {
             Cached::Unknown => false,
             Cached::Allowed => true,
@@ -489,7 +451,7 @@ impl Core {
         &self,
         user_id: &str,
         room: &RoomKey,
-        action: Action,
+        action: Permission,
     ) -> Result<bool, DomainError> {
         if self.cached(user_id, room, action) {
             return Ok(true);
@@ -504,7 +466,7 @@ impl Core {
         &self,
         user_id: &str,
         room: &RoomKey,
-        action: Action,
+        action: Permission,
     ) -> Result<(), DomainError> {
         match self.check(user_id, room, action).await {
             Err(e) if e.code == ErrorCode::NotFound => Err(DomainError::forbidden()),
@@ -518,7 +480,7 @@ impl Core {
         &self,
         user_id: &str,
         room: &RoomKey,
-        action: Action,
+        action: Permission,
     ) -> Result<(), DomainError> {
         if self.cached(user_id, room, action) {
             return Ok(());
@@ -540,7 +502,7 @@ impl Core {
         user_id: &str,
         room: &RoomKey,
     ) -> Result<Option<RoomRole>, DomainError> {
-        let d = self.authorize(user_id, room, Action::Join).await?;
+        let d = self.authorize(user_id, room, Permission::Join).await?;
         if !d.room_exists {
             return Err(DomainError::not_found("Room not found"));
         }
@@ -559,7 +521,7 @@ impl Core {
         user_id: &str,
         room: &RoomKey,
     ) -> Result<(), DomainError> {
-        self.require(user_id, room, Action::Join).await?;
+        self.require(user_id, room, Permission::Join).await?;
         self.join_checked(socket, room)
     }
 
@@ -602,7 +564,7 @@ impl Core {
         cmd: SendCommand,
         rate: Option<&RateRule>,
     ) -> Result<Sent, DomainError> {
-        self.require(&cmd.sender_id, &cmd.room, Action::Send)
+        self.require(&cmd.sender_id, &cmd.room, Permission::Send)
             .await?;
         let rate = rate.map(|rule| {
             RateCheck::new(
@@ -694,7 +656,7 @@ impl Core {
         content: Option<String>,
         edit_window_ms: i64,
     ) -> Result<Message, DomainError> {
-        let moderate = self.authorize(actor_id, room, Action::Moderate).await?;
+        let moderate = self.authorize(actor_id, room, Permission::Moderate).await?;
         if !moderate.room_exists {
             return Err(DomainError::not_found("Room not found"));
         }
@@ -749,7 +711,7 @@ impl Core {
         room: &RoomKey,
         message_id: Option<i64>,
     ) -> Result<ReadResult, DomainError> {
-        self.require(user_id, room, Action::Read).await?;
+        self.require(user_id, room, Permission::Read).await?;
         let message_id = message_id.ok_or_else(|| DomainError::not_found("Message not found"))?;
         let req = pmsg::MarkReadRequest {
             room: Some(room.to_proto()),
@@ -796,7 +758,7 @@ impl Core {
             return Err(DomainError::validation("use either before or after"));
         }
         match user_id {
-            Some(user) => self.require(user, room, Action::History).await?,
+            Some(user) => self.require(user, room, Permission::History).await?,
             // The admin may read any room that exists.
             None => {
                 self.room(room).await?;
@@ -833,7 +795,7 @@ impl Core {
         user_id: &str,
         room: &RoomKey,
     ) -> Result<Vec<pmsg::Receipt>, DomainError> {
-        self.require(user_id, room, Action::Read).await?;
+        self.require(user_id, room, Permission::Read).await?;
         let info = self.room(room).await?;
         let user_ids = info
             .members
@@ -884,7 +846,7 @@ impl Core {
         typing: bool,
         ttl: Duration,
     ) -> Result<(), DomainError> {
-        self.check(user_id, room, Action::Typing).await?;
+        self.check(user_id, room, Permission::Typing).await?;
         let change = TypingChange::new(namespace, &room.kind, &room.id, user_id, typing)?;
         if self.typing.set(&change, ttl) {
             let event = CoreEvent::Typing {
@@ -1084,7 +1046,7 @@ async fn ask_membership(
     clients: &Clients,
     user_id: &str,
     room: &RoomKey,
-    action: Action,
+    action: Permission,
 ) -> Result<pm::AuthorizeResponse, DomainError> {
     let req = pm::AuthorizeRequest {
         user_id: user_id.to_string(),
@@ -1102,11 +1064,11 @@ async fn ask_membership(
 
 /// What an answer allows: the permissions it names as granted (from a membership service that
 /// names none, the asked action alone when allowed).
-fn granted(d: &pm::AuthorizeResponse, action: Action) -> Actions {
+fn granted(d: &pm::AuthorizeResponse, action: Permission) -> Permissions {
     if !d.room_exists {
-        return Actions::NONE;
+        return Permissions::NONE;
     }
-    let named = Actions::named(d.granted.iter().map(String::as_str));
+    let named = Permissions::named(d.granted.iter().map(String::as_str));
     if d.allowed {
         named.with(action)
     } else {

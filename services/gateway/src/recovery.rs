@@ -26,12 +26,11 @@ use fred::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use socketioxide::{extract::SocketRef, socket::ConnectSession};
-use switchboard_common::RoomKey;
+use switchboard_common::{Permission, RoomKey};
 
 use crate::{
     Gateway,
     auth::Identity,
-    core::Action,
     delivery_log::{LogId, LoggedEmission},
     fanout::Adapter,
     personal_rooms,
@@ -317,7 +316,7 @@ impl Gateway {
             };
             if matches!(
                 self.core
-                    .allowed(&identity.user_id, &key, Action::Join)
+                    .allowed(&identity.user_id, &key, Permission::Join)
                     .await,
                 Ok(true)
             ) {

@@ -17,13 +17,12 @@ use axum::{
 use futures_util::StreamExt;
 use object_store::{WriteMultipart, path::Path as ObjectPath};
 use serde_json::json;
-use switchboard_common::{DomainError, ErrorCode, RoomKey, room::exceeds_chars};
+use switchboard_common::{DomainError, ErrorCode, Permission, RoomKey, room::exceeds_chars};
 use switchboard_proto::messages as pmsg;
 
 use super::{ApiError, ApiResult, Gw, caller};
 use crate::{
     Gateway,
-    core::Action,
     files::{FileStore, is_image},
 };
 
@@ -240,7 +239,7 @@ async fn download(State(gw): Gw, headers: HeaderMap, Path(file_id): Path<String>
         let mut allowed = false;
         for r in &f.rooms {
             let room = RoomKey::new(r.kind.clone(), r.id.clone());
-            if gw.core.allowed(user, &room, Action::Read).await? {
+            if gw.core.allowed(user, &room, Permission::Read).await? {
                 allowed = true;
                 break;
             }

@@ -7,14 +7,14 @@
 use std::{sync::Arc, time::Duration};
 
 use serde_json::{Value, json};
-use switchboard_common::{DomainError, ErrorCode, RoomKey, time_fmt};
+use switchboard_common::{DomainError, ErrorCode, Permission, RoomKey, time_fmt};
 
 use super::{
     BoxFuture, Dialect, HandlerFuture, Reply, numeric_id, numeric_json, object, string_field,
 };
 use crate::{
     auth::{AuthFailure, Credentials},
-    core::{Action, Core, CoreEvent, Message, MessageEvent, RateRule, SendCommand, user_room},
+    core::{Core, CoreEvent, Message, MessageEvent, RateRule, SendCommand, user_room},
     events::EventCx,
     fanout::Emission,
 };
@@ -264,7 +264,9 @@ async fn server_join(cx: EventCx, v: Value) -> Result<Reply, DomainError> {
 async fn channel_join(cx: EventCx, v: Value) -> Result<Reply, DomainError> {
     let channel = room(&v, "channelId", CHANNEL)?;
     // The document reveals a missing channel (E_CHANNEL_NOT_FOUND).
-    cx.core().check(&cx.user, &channel, Action::Join).await?;
+    cx.core()
+        .check(&cx.user, &channel, Permission::Join)
+        .await?;
     cx.join_checked(&channel).await?;
     let data = json!({ "channelId": numeric_json(&channel.id) });
     Ok(Reply::emit("channel:joined", data).with_ack(json!({ "ok": true })))
@@ -283,7 +285,9 @@ async fn message_create(cx: EventCx, v: Value, rate: Arc<RateRule>) -> Result<Re
     // The document's order: content, then the channel, then membership.
     let content = string_field(o, "content", MAX_CONTENT_CHARS)?.to_string();
     let channel = room(&v, "channelId", CHANNEL)?;
-    cx.core().check(&cx.user, &channel, Action::Send).await?;
+    cx.core()
+        .check(&cx.user, &channel, Permission::Send)
+        .await?;
     let cmd = SendCommand {
         room: channel,
         sender_id: cx.user.to_string(),

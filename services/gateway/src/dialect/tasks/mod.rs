@@ -471,7 +471,7 @@ async fn joined_room_of(cx: &EventCx, message_id: i64) -> Result<RoomKey, Domain
     if cx.core().require_joined(&cx.socket, &room).is_err() {
         return match cx
             .core()
-            .require(&cx.user, &room, crate::core::Action::Read)
+            .require(&cx.user, &room, switchboard_common::Permission::Read)
             .await
         {
             Ok(()) => Err(DomainError::of(ErrorCode::NotJoined)),
